@@ -1,0 +1,63 @@
+"""`bagoftricks fit|validate|test|predict` (LightningCLI) and `bagoftricks ablate SPEC`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from bagoftricks.callbacks import LRSchedule
+from bagoftricks.data import ImageDataModule
+from bagoftricks.module import ClassificationModule
+
+
+class BagOfTricksCLI(LightningCLI):
+    """LightningCLI with the LR schedule and checkpointing always present under their own groups."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(LRSchedule, "schedule")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "data": {"class_path": "bagoftricks.data.DigitsDataModule"},
+                # Keep the best model by validation top-1 and always a last.ckpt to resume from.
+                "checkpoint.monitor": "val/top1",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+            }
+        )
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
+    """Build (and with ``run``, execute) the CLI, so code and tests can do what the shell does."""
+    return BagOfTricksCLI(
+        ClassificationModule,
+        ImageDataModule,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        trainer_defaults={"log_every_n_steps": 1},  # raw per-step values, as the paper's curves need
+        args=args,
+        run=run,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: a user's mistake is one line on stderr, not a traceback.
+
+    Set ``BAGOFTRICKS_TRACEBACK=1`` to see the full traceback.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["ablate"]:
+            from bagoftricks.ablation import ablate_main
+
+            ablate_main(argv[1:])
+        else:
+            cli_main(argv)
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("BAGOFTRICKS_TRACEBACK"):
+            raise
+        sys.exit(f"bagoftricks: error: {err}")

@@ -1,0 +1,78 @@
+"""The CLI as a user drives it: help, printed configs, every shipped YAML fast-dev-run, clean errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from bagoftricks.cli import cli_main, main
+from conftest import DIGITS_BASE, EXPERIMENTS, TINY, fit
+
+DIGITS_DIFFS = sorted(p for p in (EXPERIMENTS / "digits").glob("*.yaml") if p.name != "base.yaml" and "steps" not in yaml.safe_load(p.read_text()))
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in out
+
+
+def test_print_config_has_schedule_and_links(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "-c", str(DIGITS_BASE), "--model.label_smoothing", "0.1", "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["schedule"]["name"] == "step"
+    assert config["model"]["label_smoothing"] == 0.1
+    assert config["data"]["class_path"] == "bagoftricks.data.DigitsDataModule"
+    assert config["checkpoint"]["save_last"] is True
+
+
+def test_shipped_configs_start_with_their_command():
+    for path in EXPERIMENTS.rglob("*.yaml"):
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# bagoftricks "), f"{path} does not start with the command that runs it"
+        assert str(path.relative_to(EXPERIMENTS.parent)) in first, f"{path}: the command names another file"
+
+
+def test_digits_base_fast_dev_run(tmp_path):
+    cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.fast_dev_run", "2")
+    assert cli.trainer.state.finished
+    assert cli.model.hparams.num_classes == 10  # linked from the data
+
+
+@pytest.mark.parametrize("diff", DIGITS_DIFFS, ids=lambda p: p.stem)
+def test_digits_diff_fast_dev_run(tmp_path, diff, digits_teacher):
+    extra = ["--model.teacher", str(digits_teacher)] if "teacher" in yaml.safe_load(diff.read_text()).get("model", {}) else []
+    cli = fit(tmp_path, "-c", str(DIGITS_BASE), "-c", str(diff), *TINY, *extra, "--trainer.fast_dev_run", "1")
+    assert cli.trainer.state.finished
+
+
+def test_validate_and_test_from_checkpoint(tmp_path):
+    fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    for subcommand in ("validate", "test"):
+        cli = cli_main([subcommand, "-c", str(DIGITS_BASE), *TINY, "--ckpt_path", str(ckpt), "--trainer.logger", "false"])
+        assert cli.trainer.state.finished
+
+
+@pytest.mark.parametrize(
+    ("flag", "words"),
+    [
+        (["--model.backbone", "resnet05"], "resnet50"),
+        (["--model.label_smoothing", "1.5"], "model.label_smoothing"),
+        (["--model.mixup_alpha", "-1"], "model.mixup_alpha"),
+        (["--model.distill_temperature", "0"], "model.distill_temperature"),
+        (["--model.teacher", "missing.ckpt"], "missing.ckpt"),
+        (["--schedule.warmup_epochs", "50"], "schedule.warmup_epochs"),
+        (["--model.backbone_kwargs", "{stem: round}"], "stem"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, capsys, flag, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path), *flag])
+    message = str(exit_info.value.code) + capsys.readouterr().err
+    assert words in message
+    assert "Traceback" not in message

@@ -1,0 +1,381 @@
+"""DataModules on miniatures in the genuine layouts: download, verification, safe extraction, labels, cache."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets.utils import calculate_md5
+
+from bagoftricks.data import cifar100, cub200, imagenette
+from bagoftricks.data.cifar100 import CIFAR100DataModule
+from bagoftricks.data.cub200 import CUB200DataModule
+from bagoftricks.data.imagenette import ImagenetteDataModule, ImagewoofDataModule, UnreadableImageError
+from bagoftricks.data.transforms import (
+    IMAGENET_PCA_EIGVAL,
+    IMAGENET_PCA_EIGVEC,
+    Lighting,
+    cifar_train_transform,
+    eval_transform,
+    train_transform,
+)
+from tests.miniatures import make_archive, make_cifar100, make_cub200, make_imagenette
+
+SIZE = 32  # image side the tests ask for: small, so every batch is cheap
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory) -> Path:
+    """Every miniature, built once; tests copy what they need."""
+    root = tmp_path_factory.mktemp("templates")
+    make_imagenette(root, "imagenette2-160", per_class=2)
+    make_imagenette(root, "imagewoof2-320", per_class=1, val_per_class=1)
+    make_cifar100(root, n_train=64, n_test=32)
+    make_cub200(root, n_classes=3, per_class=4, train_per_class=2)
+    return root
+
+
+@dataclass
+class Case:
+    name: str
+    folder: str
+    archive: str
+    make_dm: Callable[..., object]
+    serve: Callable[[pytest.MonkeyPatch, Path, tuple[str, ...]], None]  # point the module at a local archive
+
+
+def _serve_fastai(monkeypatch, archive: Path, md5s: tuple[str, ...]) -> None:
+    monkeypatch.setattr(imagenette, "BASE_URL", archive.parent.as_uri() + "/")
+    monkeypatch.setitem(imagenette.KNOWN_MD5, archive.name.removesuffix(".tgz"), md5s)
+
+
+def _serve_module(module):
+    def serve(monkeypatch, archive: Path, md5s: tuple[str, ...]) -> None:
+        monkeypatch.setattr(module, "URL", archive.as_uri())
+        monkeypatch.setattr(module, "MD5", md5s[0])
+
+    return serve
+
+
+CASES = [
+    Case(
+        "imagenette",
+        "imagenette2-160",
+        "imagenette2-160.tgz",
+        lambda root, **kw: ImagenetteDataModule(root, size="160px", batch_size=4, num_workers=0, image_size=SIZE, **kw),
+        _serve_fastai,
+    ),
+    Case(
+        "imagewoof",
+        "imagewoof2-320",
+        "imagewoof2-320.tgz",
+        lambda root, **kw: ImagewoofDataModule(root, size="320px", batch_size=4, num_workers=0, image_size=SIZE, **kw),
+        _serve_fastai,
+    ),
+    Case(
+        "cifar100",
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        lambda root, **kw: CIFAR100DataModule(root, val_size=8, batch_size=4, num_workers=0, **kw),
+        _serve_module(cifar100),
+    ),
+    Case(
+        "cub200",
+        "CUB_200_2011",
+        "CUB_200_2011.tgz",
+        lambda root, **kw: CUB200DataModule(root, val_fraction=0.5, batch_size=2, num_workers=0, image_size=SIZE, **kw),
+        _serve_module(cub200),
+    ),
+]
+BY_NAME = {case.name: case for case in CASES}
+
+
+def served_archive(case: Case, templates: Path, tmp_path: Path) -> Path:
+    return make_archive(templates / case.folder, tmp_path / "server" / case.archive)
+
+
+def leftovers(root: Path) -> list[str]:
+    """Names a failed or finished extraction must not leave behind."""
+    return [p.name for p in root.iterdir() if ".extracting-" in p.name or p.name.endswith(".partial")]
+
+
+def copy_template(templates: Path, folder: str, root: Path) -> Path:
+    shutil.copytree(templates / folder, root / folder)
+    return root
+
+
+# --- download, verification, extraction ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_download_verify_extract_then_batches(case, templates, tmp_path, monkeypatch):
+    archive = served_archive(case, templates, tmp_path)
+    case.serve(monkeypatch, archive, (calculate_md5(archive),))
+    root = tmp_path / "data"
+    dm = case.make_dm(root, download=True)
+    dm.prepare_data()
+    assert (root / case.folder).is_dir()
+    assert not (root / case.archive).exists() and not leftovers(root)
+
+    dm.setup("fit")
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        x, y = next(iter(loader))
+        assert x.shape == (loader.batch_size, 3, SIZE, SIZE) and x.dtype == torch.float32
+        assert y.dtype == torch.int64 and 0 <= y.min() and y.max() < dm.num_classes
+        assert torch.isfinite(x).all()
+
+    # The extracted folder is used as it is, without download.
+    again = case.make_dm(root, download=False)
+    again.prepare_data()
+    again.setup("fit")
+    assert len(again.train_set) == len(dm.train_set) and len(again.val_set) == len(dm.val_set)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_missing_dataset_names_path_and_flag(case, tmp_path):
+    dm = case.make_dm(tmp_path)
+    for step in (dm.prepare_data, lambda: dm.setup("fit")):
+        with pytest.raises(FileNotFoundError, match="--data.download true") as info:
+            step()
+        assert str(tmp_path / case.folder) in str(info.value)
+
+
+def _unsafe_archive(templates: Path, path: Path, kind: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(templates / "imagenette2-160", arcname="imagenette2-160")
+        member = tarfile.TarInfo("../evil.txt" if kind == "dotdot" else "imagenette2-160/escape")
+        if kind == "dotdot":
+            member.size = 4
+            tar.addfile(member, io.BytesIO(b"evil"))
+        else:
+            member.type, member.linkname = tarfile.SYMTYPE, "../../evil.txt"
+            tar.addfile(member)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "symlink"])
+def test_path_traversal_archive_is_refused(kind, templates, tmp_path, monkeypatch):
+    archive = _unsafe_archive(templates, tmp_path / "server" / "imagenette2-160.tgz", kind)
+    _serve_fastai(monkeypatch, archive, (calculate_md5(archive),))
+    root = tmp_path / "deep" / "data"
+    with pytest.raises(RuntimeError, match="unsafe"):
+        BY_NAME["imagenette"].make_dm(root, download=True).prepare_data()
+    assert not list(tmp_path.rglob("evil.txt"))
+    assert sorted(p.name for p in root.iterdir()) == []  # no dataset, no temp folder, archive removed
+
+
+@pytest.mark.parametrize("checksum", ["known", "override"])
+def test_truncated_archive_is_removed(checksum, templates, tmp_path, monkeypatch):
+    case = BY_NAME["cub200"]
+    archive = served_archive(case, templates, tmp_path)
+    full_md5 = calculate_md5(archive)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    case.serve(monkeypatch, archive, (full_md5,))
+    root = tmp_path / "data"
+    # "known": the checksum catches it; "override": a matching checksum, so extraction must catch it.
+    md5 = calculate_md5(archive) if checksum == "override" else None
+    message = "could not be extracted" if checksum == "override" else "truncated or corrupt"
+    with pytest.raises(RuntimeError, match=message):
+        case.make_dm(root, download=True, md5=md5).prepare_data()
+    assert sorted(p.name for p in root.iterdir()) == []
+
+
+def test_unknown_checksum_stops_then_override_accepts(templates, tmp_path, monkeypatch):
+    case = BY_NAME["imagenette"]
+    archive = served_archive(case, templates, tmp_path)
+    md5 = calculate_md5(archive)
+    case.serve(monkeypatch, archive, ("0" * 32,))
+    root = tmp_path / "data"
+    with pytest.raises(RuntimeError, match=f"MD5 {md5}.*--data.md5 {md5}"):
+        case.make_dm(root, download=True).prepare_data()
+    assert (root / case.archive).exists() and not (root / case.folder).exists()
+
+    archive.unlink()  # the kept archive is used: no second download
+    case.make_dm(root, download=True, md5=md5).prepare_data()
+    assert (root / case.folder / "train").is_dir() and not (root / case.archive).exists()
+
+
+def test_known_checksums_are_md5s():
+    for folder, md5s in imagenette.KNOWN_MD5.items():
+        assert md5s and all(len(m) == 32 and int(m, 16) >= 0 for m in md5s), folder
+    assert {f"imagenette2{s}" for s in ("", "-320", "-160")} <= set(imagenette.KNOWN_MD5)
+
+
+# --- labels and splits ---------------------------------------------------------------------------
+
+
+def test_imagenette_labels_follow_sorted_wnids(templates, tmp_path):
+    root = copy_template(templates, "imagenette2-160", tmp_path)
+    dm = BY_NAME["imagenette"].make_dm(root)
+    dm.setup("fit")
+    assert dm.classes[0] == "tench" and len(dm.classes) == dm.num_classes == 10
+    for dataset in (dm.train_set, dm.val_set):
+        assert [label for path, label in dataset.samples] == [dm.wnids.index(Path(p).parent.name) for p, _ in dataset.samples]
+    assert dm.test_set is dm.val_set
+
+
+@pytest.mark.parametrize("level", [5, 25, 50])
+def test_noisy_labels_come_from_the_csv_column(level, templates, tmp_path):
+    root = copy_template(templates, "imagenette2-160", tmp_path)
+    dm = BY_NAME["imagenette"].make_dm(root, noisy_labels=level)
+    dm.setup("fit")
+    with open(root / "imagenette2-160" / "noisy_imagenette.csv", newline="") as f:
+        column = {row["path"]: row[f"noisy_labels_{level}"] for row in csv.DictReader(f)}
+    folder = root / "imagenette2-160"
+    train = dm.train_set.samples
+    assert [label for _, label in train] == [dm.wnids.index(column[Path(p).relative_to(folder).as_posix()]) for p, _ in train]
+    assert any(label != dm.wnids.index(Path(p).parent.name) for p, label in train)  # some labels are noisy
+    assert all(label == dm.wnids.index(Path(p).parent.name) for p, label in dm.val_set.samples)  # val stays clean
+
+
+def test_cifar_coarse_labels_and_seeded_split(templates, tmp_path):
+    root = copy_template(templates, "cifar-100-python", tmp_path)
+    coarse = CIFAR100DataModule(root, coarse=True, val_size=0, num_workers=0)
+    assert coarse.num_classes == 20  # known before setup, for the CLI link
+    coarse.setup("fit")
+    with open(root / "cifar-100-python" / "train", "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    assert coarse.train_set.labels.tolist() == entry["coarse_labels"]
+    assert coarse.val_set is coarse.test_set and len(coarse.classes) == 20
+
+    fine = [CIFAR100DataModule(root, val_size=8, split_seed=s, num_workers=0) for s in (0, 0, 1)]
+    for dm in fine:
+        dm.setup("fit")
+    assert len(fine[0].train_set) == 56 and len(fine[0].val_set) == 8
+    assert sorted(fine[0].train_set.labels.tolist() + fine[0].val_set.labels.tolist()) == sorted(entry["fine_labels"])
+    assert torch.equal(fine[0].val_set.images, fine[1].val_set.images)
+    assert not torch.equal(fine[0].val_set.images, fine[2].val_set.images)
+
+
+def test_cifar_reduced_copy_with_wrong_keys_is_named(templates, tmp_path):
+    root = copy_template(templates, "cifar-100-python", tmp_path)
+    with open(root / "cifar-100-python" / "train", "wb") as f:
+        pickle.dump({"data": [], "labels_typo": []}, f, protocol=2)
+    with pytest.raises(ValueError, match="cifar-100-python/train is not a CIFAR-100 pickle"):
+        CIFAR100DataModule(root, num_workers=0).setup("fit")
+
+
+def test_cub_zero_based_labels_and_official_split(templates, tmp_path):
+    root = copy_template(templates, "CUB_200_2011", tmp_path)
+    official = CUB200DataModule(root, val_fraction=0, num_workers=0)
+    official.setup("fit")
+    assert len(official.train_set) == 6 and len(official.test_set) == 6 and official.val_set is official.test_set
+    assert official.classes == ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross"]
+    for path, label in official.train_set.samples + official.test_set.samples:
+        assert label == int(Path(path).parent.name[:3]) - 1
+    assert sorted({label for _, label in official.train_set.samples}) == [0, 1, 2]
+
+    held_out = CUB200DataModule(root, val_fraction=0.5, num_workers=0)
+    held_out.setup("fit")
+    assert len(held_out.val_set) == 3 and len(held_out.train_set) == 3  # one per class each
+    assert {label for _, label in held_out.val_set.samples} == {0, 1, 2}
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ImagenetteDataModule(size="80px"), r"data.size must be one of \('full', '320px', '160px'\)"),
+        (lambda: ImagewoofDataModule(noisy_labels=3), r"data.noisy_labels must be one of \(0, 1, 5, 25, 50\)"),
+        (lambda: ImagenetteDataModule(cache="gpu"), r"data.cache must be one of \('none', 'memory', 'disk'\)"),
+        (lambda: CUB200DataModule(auto_augment="best"), "data.auto_augment must be one of"),
+        (lambda: CUB200DataModule(val_fraction=1.0), "data.val_fraction must be in"),
+        (lambda: CIFAR100DataModule(val_size=-1), "data.val_size must be 0"),
+    ],
+)
+def test_bad_values_raise_one_sentence(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def _break_two_images(root: Path) -> list[Path]:
+    """Truncate one training JPEG and overwrite another with text; return both."""
+    first, second = sorted((root / "imagenette2-160" / "train").rglob("*.JPEG"))[:2]
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    second.write_text("not a jpeg")
+    return [first, second]
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_corrupt_image_is_named(cache, templates, tmp_path):
+    root = copy_template(templates, "imagenette2-160", tmp_path)
+    broken = _break_two_images(root)
+    dm = BY_NAME["imagenette"].make_dm(root, cache=cache)
+    with pytest.raises(UnreadableImageError, match="skip_corrupt") as info:
+        dm.setup("fit")  # the cache decodes everything here; without it, the loader finds them
+        for _ in dm.train_dataloader():
+            pass
+    assert any(str(path) in str(info.value) for path in broken)
+
+
+@pytest.mark.parametrize("cache", ["none", "memory", "disk"])
+def test_skip_corrupt_skips_and_counts_once(cache, templates, tmp_path):
+    root = copy_template(templates, "imagenette2-160", tmp_path)
+    broken = _break_two_images(root)
+    dm = BY_NAME["imagenette"].make_dm(root, cache=cache, skip_corrupt=True)
+    with pytest.warns(UserWarning, match="Skipped 2 unreadable of 20 images") as record:
+        dm.setup("fit")
+    assert len(record) == 1 and str(broken[0]) in str(record[0].message)
+    assert len(dm.train_set) == 18 and not {str(p) for p in broken} & {p for p, _ in dm.train_set.samples}
+    assert sum(len(y) for _, y in dm.train_dataloader()) == 16  # the last short batch is dropped
+
+
+# --- decoded cache -------------------------------------------------------------------------------
+
+
+def test_cache_gives_the_same_eval_images_and_is_reused(templates, tmp_path):
+    root = copy_template(templates, "imagenette2-160", tmp_path)
+    batches = {}
+    for cache in ("none", "memory", "disk"):
+        dm = BY_NAME["imagenette"].make_dm(root, cache=cache)
+        dm.setup("fit")
+        batches[cache] = next(iter(dm.val_dataloader()))
+        x, _ = next(iter(dm.train_dataloader()))
+        assert x.shape == (4, 3, SIZE, SIZE)
+    assert torch.equal(batches["none"][0], batches["memory"][0]) and torch.equal(batches["memory"][0], batches["disk"][0])
+    assert torch.equal(batches["none"][1], batches["disk"][1])
+
+    files = sorted((root / ".cache").iterdir())
+    assert sorted(f.name.split(".", 1)[1] for f in files) == ["u8", "u8", "u8.index.npy", "u8.index.npy"]  # train, val
+    stamps = [f.stat().st_mtime_ns for f in files]
+    BY_NAME["imagenette"].make_dm(root, cache="disk").setup("fit")
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # read back, not rebuilt
+
+
+# --- transforms ----------------------------------------------------------------------------------
+
+
+def test_lighting_matches_the_alexnet_formula():
+    image = torch.rand(3, 8, 8)
+    out = Lighting(0.1, generator=torch.Generator().manual_seed(3))(image)
+    alpha = torch.randn(3, generator=torch.Generator().manual_seed(3)) * 0.1
+    rgb = torch.tensor(IMAGENET_PCA_EIGVEC) @ (alpha * torch.tensor(IMAGENET_PCA_EIGVAL))
+    assert torch.allclose(out, image + rgb.view(3, 1, 1))
+    # Column j of eigvec is the j-th principal direction: the first one shifts all channels alike.
+    assert torch.allclose(out - image, (out - image)[:, :1, :1].expand(3, 8, 8))
+    with pytest.raises(TypeError, match="float images"):
+        Lighting(0.1)(torch.zeros(3, 4, 4, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("auto_augment", [None, "autoaugment", "randaugment", "trivialaugment"])
+def test_presets_accept_pil_and_uint8_tensors(auto_augment):
+    pil = Image.new("RGB", (50, 40), (120, 30, 200))
+    tensor = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
+    presets = [(train_transform(24, auto_augment=auto_augment), 24), (eval_transform(24), 24), (cifar_train_transform(), 32)]
+    for transform, side in presets:
+        for image in (pil, tensor):
+            out = transform(image)
+            assert out.shape == (3, side, side) and out.dtype == torch.float32
+    assert torch.equal(eval_transform(SIZE)(tensor), eval_transform(SIZE)(tensor))

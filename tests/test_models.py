@@ -1,0 +1,244 @@
+"""ResNet variants against torchvision and timm, the paper's counts, and weight loading."""
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from bagoftricks.models import ResNet, create_model, list_models, load_pretrained, model_stats
+
+
+def on_meta(name, **kwargs):
+    """Build without allocating weights: enough for shapes, counts, or loading with assign=True."""
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def randomize_bn(model):
+    """Random BN affine and statistics, so no block is an identity (timm zero-inits the last gamma)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def last_bns(model):
+    """Names of the last BN of every residual block."""
+    blocks = [(name, m) for name, m in model.named_modules() if hasattr(m, "zero_init_last")]
+    return {name + (".bn3" if hasattr(m, "bn3") else ".bn2") for name, m in blocks}
+
+
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [("resnet18", torchvision.models.resnet18), ("resnet50b", torchvision.models.resnet50)],
+)
+def test_matches_torchvision(name, reference):
+    torch.manual_seed(0)
+    theirs = randomize_bn(reference()).eval()
+    ours = on_meta(name).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True, assign=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "flags", "timm_name"),
+    [
+        ("resnet50d", {}, "resnet50d"),
+        ("resnet50c", {}, "resnet50c"),
+        ("resnet18d", {}, "resnet18d"),
+        ("resnet50b", {"se": True}, "seresnet50"),
+        ("resnet18", {"se": True}, "seresnet18"),
+    ],
+    ids=["resnet50d", "resnet50c", "resnet18d", "se-resnet50b", "se-resnet18"],
+)
+def test_matches_timm(name, flags, timm_name):
+    """Same key names, shapes and order as timm, and the same function once timm's weights are loaded."""
+    torch.manual_seed(0)
+    theirs = randomize_bn(timm.create_model(timm_name)).eval()
+    ours = on_meta(name, **flags).eval()
+    shapes = [(k, v.shape) for k, v in ours.state_dict().items()]
+    assert shapes == [(k, v.shape) for k, v in theirs.state_dict().items()]
+    assert n_params(ours) == n_params(theirs)
+    ours.load_state_dict(theirs.state_dict(), strict=True, assign=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("resnet18", 11_689_512),
+        ("resnet50", 25_557_032),
+        ("resnet50b", 25_557_032),
+        ("resnet50d", 25_576_264),
+        ("resnet152", 60_192_808),
+    ],
+)
+def test_param_counts(name, params):
+    assert n_params(on_meta(name)) == params
+
+
+@pytest.mark.parametrize(("name", "macs"), [("resnet50", 3.86e9), ("resnet50b", 4.09e9), ("resnet50d", 4.33e9)])
+def test_macs_at_224(name, macs):
+    """He et al. 2019 Table 5: 3.8, 4.1 and 4.3 GFLOPs (multiply-accumulates)."""
+    stats = model_stats(on_meta(name), image_size=224)
+    assert stats["macs"] == pytest.approx(macs, rel=0.01)
+
+
+def test_model_stats_restores_training_mode():
+    model = create_model("resnet18", 10)
+    model_stats(model, image_size=32)
+    assert model.training
+    model.eval()
+    model_stats(model, image_size=32)
+    assert not model.training
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_name_builds(name):
+    model = on_meta(name, num_classes=7)
+    assert model(torch.zeros(1, 3, 64, 64, device="meta")).shape == (1, 7)
+
+
+def test_stride_position():
+    plain, b = on_meta("resnet50"), on_meta("resnet50b")
+    assert (plain.layer2[0].conv1.stride, plain.layer2[0].conv2.stride) == ((2, 2), (1, 1))
+    assert (b.layer2[0].conv1.stride, b.layer2[0].conv2.stride) == ((1, 1), (2, 2))
+
+
+def test_avg_down_shortcut():
+    d = on_meta("resnet50d")
+    pool, conv, _ = d.layer2[0].downsample
+    assert isinstance(pool, nn.AvgPool2d) and conv.stride == (1, 1)
+    assert isinstance(d.layer1[0].downsample[0], nn.Identity)  # stride 1: nothing to average
+    assert on_meta("resnet50c").layer2[0].downsample[0].stride == (2, 2)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_zero_init_last(name):
+    model = create_model(name, zero_init_last=True)
+    last = last_bns(model)
+    assert len(last) == sum(len(getattr(model, f"layer{i}")) for i in range(1, 5))
+    for bn_name, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert bool((m.weight == 0).all()) == (bn_name in last), bn_name
+    assert all(bool((m.weight == 1).all()) for m in create_model(name).modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_cifar_stem_keeps_resolution():
+    model = create_model("resnet18", 10, stem="cifar")
+    seen = []
+    model.layer1.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert seen == [(2, 64, 32, 32)]
+
+
+def test_se_adds_params_mish_does_not():
+    base = n_params(on_meta("resnet50d"))
+    se = create_model("resnet18d", 10, se=True)
+    assert se(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert n_params(on_meta("resnet50d", se=True)) > base
+    mish = create_model("resnet18d", 10, act="mish")
+    assert mish(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert any(isinstance(m, nn.Mish) for m in mish.modules())
+    assert not any(isinstance(m, nn.ReLU) for m in mish.modules())
+    assert n_params(on_meta("resnet50d", act="mish")) == base
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet18d"])
+def test_one_input_channel(name):
+    model = create_model(name, 10, in_chans=1)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_unknown_name_lists_close_names():
+    with pytest.raises(ValueError, match=r"resnet05.*did you mean resnet50"):
+        create_model("resnet05")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "allowed"), [("stem", "foo", "imagenet, deep, cifar"), ("act", "gelu", "relu, mish")]
+)
+def test_bad_flag_value(flag, value, allowed):
+    with pytest.raises(ValueError, match=allowed):
+        create_model("resnet18", **{flag: value})
+
+
+def test_unknown_flag():
+    with pytest.raises(TypeError, match="zero_init_last"):
+        create_model("resnet18", zero_gamma=True)
+
+
+def test_resnet_class_is_public():
+    assert isinstance(on_meta("resnet34"), ResNet)
+
+
+def test_pretrained_torchvision_file_new_head(tmp_path):
+    path = tmp_path / "resnet50.pth"
+    reference = torchvision.models.resnet50().state_dict()
+    torch.save(reference, path)
+    with pytest.warns(UserWarning, match="head"):
+        model = create_model("resnet50b", 10, pretrained=path)
+    assert model.fc.weight.shape == (10, 2048)
+    for key, value in model.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(value, reference[key]), key
+
+
+def test_pretrained_lightning_checkpoint(tmp_path):
+    weights = torchvision.models.resnet18().state_dict()
+    state_dict = {"backbone." + k: v for k, v in weights.items()}
+    state_dict["teacher.fc.weight"] = torch.zeros(3, 3)  # not the backbone: ignored
+    path = tmp_path / "last.ckpt"
+    torch.save({"epoch": 3, "state_dict": state_dict}, path)
+    model = create_model("resnet18", pretrained=str(path))
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
+
+def test_pretrained_torchvision_name_without_network(monkeypatch):
+    weights = torchvision.models.resnet18().state_dict()
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", lambda self, **kwargs: weights)
+    model = create_model("resnet18", pretrained="ResNet18_Weights.IMAGENET1K_V1")
+    assert torch.equal(model.conv1.weight, weights["conv1.weight"])
+
+
+def test_pretrained_wrong_architecture(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(ValueError, match="do not fit this architecture.*missing: .*bn3"):
+        load_pretrained(on_meta("resnet50"), path)
+
+
+def test_pretrained_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(nn.Linear(2, 2), path)  # a whole module, not a state dict
+    with pytest.raises(ValueError, match="Python objects.*state_dict"):
+        load_pretrained(on_meta("resnet18"), path)
+
+
+def test_pretrained_corrupt_file(tmp_path):
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a file written by torch.save"):
+        load_pretrained(on_meta("resnet18"), path)
+
+
+def test_pretrained_unknown_torchvision_name():
+    with pytest.raises(ValueError, match="Unknown torchvision weights"):
+        load_pretrained(on_meta("resnet18"), "ResNet18_Weights.NOPE")
+
+
+def test_pretrained_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No weights file"):
+        load_pretrained(on_meta("resnet18"), tmp_path / "nope.pth")

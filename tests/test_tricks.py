@@ -1,0 +1,390 @@
+"""Unit tests of ``bagoftricks.tricks`` against torch/timm references and the papers' formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bagoftricks.tricks import (
+    SCHEDULES,
+    cutmix_batch,
+    distillation_loss,
+    lr_at,
+    mix_batch,
+    mixup_batch,
+    param_groups,
+    rand_box,
+    sample_lam,
+    scaled_lr,
+    smooth_targets,
+    soft_target_cross_entropy,
+)
+
+C = 7
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, C, generator=g) * 3
+    y = torch.randint(C, (16,), generator=g)
+    return logits, y
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_smooth_targets_rows():
+    probs = smooth_targets(torch.tensor([0, 3]), 4, 0.2)
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs.sum(1), torch.ones(2))
+    torch.testing.assert_close(probs[0], torch.tensor([0.85, 0.05, 0.05, 0.05]))
+    torch.testing.assert_close(smooth_targets(torch.tensor([1]), 3, 0.0), torch.tensor([[0.0, 1.0, 0.0]]))
+
+
+def test_label_smoothing_matches_torch_and_timm(batch):
+    from timm.loss import LabelSmoothingCrossEntropy
+
+    logits, y = batch
+    loss = soft_target_cross_entropy(logits, smooth_targets(y, C, 0.1))
+    torch.testing.assert_close(loss, F.cross_entropy(logits, y, label_smoothing=0.1))
+    torch.testing.assert_close(loss, LabelSmoothingCrossEntropy(0.1)(logits, y))
+    # and without smoothing, plain cross-entropy
+    torch.testing.assert_close(soft_target_cross_entropy(logits, F.one_hot(y, C).float()), F.cross_entropy(logits, y))
+
+
+def test_soft_ce_float32_under_autocast(batch):
+    logits, y = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = soft_target_cross_entropy(logits.bfloat16(), smooth_targets(y, C, 0.1))
+    assert loss.dtype == torch.float32
+    ref = F.cross_entropy(logits.bfloat16().float(), y, label_smoothing=0.1)
+    torch.testing.assert_close(loss, ref)
+
+
+@pytest.mark.parametrize("s", [-0.1, 1.0])
+def test_smoothing_out_of_range(s):
+    with pytest.raises(ValueError, match=r"model\.label_smoothing must be in \[0, 1\)"):
+        smooth_targets(torch.tensor([0]), 3, s)
+
+
+def _distill_by_hand(student, teacher, target, T, alpha):
+    p_t = torch.softmax(teacher / T, -1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(student / T, -1))).sum(-1).mean()
+    if target.ndim == 2:
+        ce = (-target * torch.log_softmax(student, -1)).sum(-1).mean()
+    else:
+        ce = F.cross_entropy(student, target)
+    return alpha * ce + (1 - alpha) * T**2 * kl
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_distillation_matches_hand_formula(batch, soft):
+    student, y = batch
+    teacher = torch.randn(16, C, generator=torch.Generator().manual_seed(1)) * 2
+    target = smooth_targets(y, C, 0.1) if soft else y
+    loss = distillation_loss(student, teacher, target, temperature=4.0, alpha=0.3)
+    torch.testing.assert_close(loss, _distill_by_hand(student, teacher, target, 4.0, 0.3))
+    # the KL term against torch's own kl_div (batchmean), with the Hinton T^2
+    kl = F.kl_div(torch.log_softmax(student / 4, -1), torch.softmax(teacher / 4, -1), reduction="batchmean")
+    torch.testing.assert_close(distillation_loss(student, teacher, target, 4.0, 0.0), 16 * kl)
+
+
+def test_distillation_alpha_one_is_ce_and_teacher_gets_no_grad(batch):
+    logits, y = batch
+    student = logits.clone().requires_grad_()
+    teacher = torch.randn(16, C, requires_grad=True)
+    torch.testing.assert_close(distillation_loss(student, teacher, y, 2.0, 1.0), F.cross_entropy(logits, y))
+    distillation_loss(student, teacher, y, 2.0, 0.5).backward()
+    assert teacher.grad is None
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        (dict(temperature=0.0, alpha=0.5), r"model\.distill_temperature must be > 0"),
+        (dict(temperature=1.0, alpha=1.5), r"model\.distill_alpha must be in \[0, 1\]"),
+        (dict(temperature=1.0, alpha=-0.1), r"model\.distill_alpha"),
+    ],
+)
+def test_distillation_validates(batch, kwargs, key):
+    logits, y = batch
+    with pytest.raises(ValueError, match=key):
+        distillation_loss(logits, logits, y, **kwargs)
+
+
+# ---------------------------------------------------------------- mixing
+
+
+def _images(n=6, h=12, w=10):
+    # distinct values everywhere, so every pasted pixel differs from the one it replaces
+    x = torch.arange(n * 3 * h * w, dtype=torch.float32).reshape(n, 3, h, w)
+    y = smooth_targets(torch.arange(n) % C, C, 0.1)
+    return x, y
+
+
+def test_mixup_formula_and_inputs_unchanged():
+    x, y = _images()
+    x0, y0 = x.clone(), y.clone()
+    index = torch.tensor([3, 0, 5, 1, 2, 4])
+    xm, ym = mixup_batch(x, y, alpha=0.2, lam=0.7, index=index)
+    torch.testing.assert_close(xm, 0.7 * x + 0.3 * x[index])
+    torch.testing.assert_close(ym, 0.7 * y + 0.3 * y[index])
+    torch.testing.assert_close(ym.sum(1), torch.ones(6))
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+def test_cutmix_pastes_box_and_mixes_by_area():
+    x, y = _images()
+    x0, y0 = x.clone(), y.clone()
+    index = torch.tensor([3, 0, 5, 1, 2, 4])
+    lam = 0.6
+    box = rand_box(12, 10, lam, torch.Generator().manual_seed(5))
+    xm, ym = cutmix_batch(x, y, alpha=1.0, lam=lam, index=index, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+    y_lo, y_hi, x_lo, x_hi = box
+    inside = torch.zeros(12, 10, dtype=torch.bool)
+    inside[y_lo:y_hi, x_lo:x_hi] = True
+    assert inside.any()
+    changed = (xm != x).any(dim=1)  # [N, H, W]
+    assert torch.equal(changed, inside.expand_as(changed))
+    assert torch.equal(xm[..., inside], x[index][..., inside])
+    area = changed[0].float().mean().item()
+    lam_pixels = 1 - area
+    torch.testing.assert_close(ym, lam_pixels * y + (1 - lam_pixels) * y[index])
+    # an explicit box is used as given
+    xb, yb = cutmix_batch(x, y, 1.0, lam=0.5, index=index, box=(0, 6, 0, 10))
+    assert torch.equal(xb[:, :, :6], x[index][:, :, :6]) and torch.equal(xb[:, :, 6:], x[:, :, 6:])
+    torch.testing.assert_close(yb, 0.5 * y + 0.5 * y[index])
+
+
+def test_rand_box_area_and_clipping():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        y0, y1, x0, x1 = rand_box(32, 32, 0.75, g)
+        assert 0 <= y0 <= y1 <= 32 and 0 <= x0 <= x1 <= 32
+        assert (y1 - y0) * (x1 - x0) <= 16 * 16  # a 1 - lam = 1/4 box, clipped only smaller
+    y0, y1, x0, x1 = rand_box(32, 32, 1.0, g)
+    assert y0 == y1 and x0 == x1  # lam = 1: empty box
+
+
+def test_beta_draw_mean_and_reproducible():
+    g = torch.Generator().manual_seed(0)
+    lams = torch.tensor([sample_lam(0.4, g) for _ in range(2000)])
+    assert ((lams >= 0) & (lams <= 1)).all()
+    assert abs(lams.mean().item() - 0.5) < 0.03  # Beta(a, a) has mean 1/2
+    assert abs(lams.var().item() - 1 / (4 * (2 * 0.4 + 1))) < 0.02  # and variance 1/(4(2a+1))
+    g2 = torch.Generator().manual_seed(0)
+    assert torch.equal(lams[:50], torch.tensor([sample_lam(0.4, g2) for _ in range(50)]))
+    # a seeded generator leaves the global RNG stream alone
+    torch.manual_seed(1)
+    a = torch.rand(3)
+    torch.manual_seed(1)
+    sample_lam(0.4, torch.Generator().manual_seed(3))
+    assert torch.equal(a, torch.rand(3))
+    # without a generator, the global seed makes it repeat
+    torch.manual_seed(2)
+    first = sample_lam(0.4)
+    torch.manual_seed(2)
+    assert sample_lam(0.4) == first
+
+
+def test_mix_batch_seeded_runs_repeat():
+    x, y = _images()
+    xa, ya = mix_batch(x, y, 0.2, 1.0, generator=torch.Generator().manual_seed(4))
+    xb, yb = mix_batch(x, y, 0.2, 1.0, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_mix_batch_off_and_prob_zero_return_inputs():
+    x, y = _images()
+    g = torch.Generator().manual_seed(0)
+    for kwargs in (dict(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.0), dict()):
+        xm, ym = mix_batch(x, y, generator=g, **kwargs)
+        assert xm is x and ym is y
+
+
+def test_mix_batch_picks_both_kinds():
+    x, y = _images()
+    g = torch.Generator().manual_seed(0)
+    kinds = {"mixup": 0, "cutmix": 0, "none": 0}
+    for _ in range(200):
+        xm, _ = mix_batch(x, y, mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.8, switch_prob=0.5, generator=g)
+        if xm is x:
+            kinds["none"] += 1
+        elif torch.isin(xm, x).all():  # cutmix only moves pixels, mixup blends them
+            kinds["cutmix"] += 1
+        else:
+            kinds["mixup"] += 1
+    assert 20 <= kinds["none"] <= 60, kinds
+    assert 50 <= kinds["mixup"] <= 110 and 50 <= kinds["cutmix"] <= 110, kinds
+    # one alpha on: only that kind
+    for _ in range(20):
+        xm, _ = mix_batch(x, y, cutmix_alpha=1.0, generator=g)
+        assert torch.isin(xm, x).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, key", [(dict(mixup_alpha=-1.0), "model.mixup_alpha"), (dict(cutmix_alpha=-0.5), "model.cutmix_alpha")]
+)
+def test_mix_batch_negative_alpha(kwargs, key):
+    x, y = _images()
+    with pytest.raises(ValueError, match=rf"{key} must be >= 0"):
+        mix_batch(x, y, **kwargs)
+
+
+# ---------------------------------------------------------------- optim
+
+
+class ToyResNet(nn.Module):
+    """The torchvision ResNet child names: conv1, bn1, (relu, pool), layer1..2, fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+        self.layer1 = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+        self.layer2 = nn.Sequential(nn.Conv2d(4, 8, 3, bias=False), nn.BatchNorm2d(8))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+
+def _group_of(groups):
+    return {id(p): g for g in groups for p in g["params"]}
+
+
+@pytest.mark.parametrize("no_bias_decay", [True, False])
+def test_param_groups_decay(no_bias_decay):
+    model = ToyResNet()
+    groups = param_groups(model, 5e-4, no_bias_decay=no_bias_decay)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    where = _group_of(groups)
+    for name, p in model.named_parameters():
+        expected = 5e-4 if (p.ndim > 1 or not no_bias_decay) else 0.0
+        assert where[id(p)]["weight_decay"] == expected, name
+        assert where[id(p)]["lr_scale"] == 1.0
+    assert all(g["params"] for g in groups)
+    # the groups feed a torch optimizer as they are
+    torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+
+
+def test_param_groups_layer_lr_decay_and_frozen():
+    model = ToyResNet()
+    model.layer1[0].weight.requires_grad_(False)
+    groups = param_groups(model, 1e-4, layer_lr_decay=0.5)
+    where = _group_of(groups)
+    expected_scale = {"conv1": 0.125, "bn1": 0.125, "layer1": 0.25, "layer2": 0.5, "fc": 1.0}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert id(p) not in where
+            continue
+        g = where[id(p)]
+        assert g["lr_scale"] == expected_scale[name.split(".")[0]], name
+        stage = {"conv1": "stem", "bn1": "stem", "fc": "head"}.get(name.split(".")[0], name.split(".")[0])
+        assert g["name"] == f"{stage}/{'decay' if p.ndim > 1 else 'no_decay'}"
+    assert len(where) == sum(p.requires_grad for p in model.parameters())
+    assert [g["name"] for g in groups] == [
+        "stem/decay", "stem/no_decay", "layer1/no_decay", "layer2/decay", "layer2/no_decay",
+        "head/decay", "head/no_decay",
+    ]
+
+
+def test_param_groups_torchvision_resnet18_and_no_layers():
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=10)
+    groups = param_groups(model, 1e-4, layer_lr_decay=0.9)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    scale = {g["name"]: g["lr_scale"] for g in groups}
+    assert scale["head/decay"] == 1.0 and scale["layer4/decay"] == 0.9
+    assert math.isclose(scale["stem/no_decay"], 0.9**5)
+    # no layer* children: one stage, scale 1
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    groups = param_groups(mlp, 1e-4, layer_lr_decay=0.5)
+    summary = [(g["name"], g["lr_scale"], len(g["params"])) for g in groups]
+    assert summary == [("all/decay", 1.0, 2), ("all/no_decay", 1.0, 2)]
+
+
+def test_scaled_lr():
+    assert scaled_lr(0.1, 256) == pytest.approx(0.1)
+    assert scaled_lr(0.1, 1024) == pytest.approx(0.4)
+    assert scaled_lr(0.1, 64, reference=128) == pytest.approx(0.05)
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def _torch_lrs(make_scheduler, steps, base_lr=0.4):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr)
+    sched = make_scheduler(opt)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_cosine_matches_torch():
+    total = 50
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total, eta_min=0.01), total)
+    for s in range(total):
+        assert lr_at(s, total, 0.4, final_lr=0.01) == pytest.approx(ref[s], rel=1e-6), s
+    assert lr_at(total, total, 0.4, final_lr=0.01) == pytest.approx(0.01)
+
+
+def test_onecycle_matches_torch_every_step():
+    total = 37
+    kw = dict(pct_start=0.25, div_factor=10.0, final_div_factor=100.0)
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.4, total_steps=total, **kw), total)
+    ours = [lr_at(s, total, 0.4, schedule="onecycle", **kw) for s in range(total)]
+    assert ours == pytest.approx(ref, rel=1e-9)
+    default = _torch_lrs(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.4, total_steps=total), total)
+    assert [lr_at(s, total, 0.4, schedule="onecycle") for s in range(total)] == pytest.approx(default, rel=1e-9)
+
+
+def test_step_matches_multisteplr():
+    total, milestones = 30, (10, 22)
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.MultiStepLR(o, milestones=list(milestones), gamma=0.1), total)
+    ours = [lr_at(s, total, 0.4, schedule="step", milestones=milestones) for s in range(total)]
+    assert ours == pytest.approx(ref, rel=1e-12)
+
+
+def test_warmup_then_schedule():
+    total, warmup = 20, 4
+    assert [lr_at(s, total, 0.8, warmup_steps=warmup) for s in range(warmup)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert lr_at(warmup, total, 0.8, warmup_steps=warmup) == pytest.approx(0.8)  # cosine starts at t = 0
+    mid = warmup + (total - warmup) // 2
+    assert lr_at(mid, total, 0.8, warmup_steps=warmup) == pytest.approx(0.4)
+    assert lr_at(7, total, 0.8, warmup_steps=warmup, schedule="constant") == 0.8
+    assert lr_at(1, total, 0.8, warmup_steps=warmup, schedule="step", milestones=(1,)) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_clamps_past_the_end(schedule):
+    end = lr_at(100, 100, 0.4, schedule=schedule, milestones=(50,), final_lr=0.001)
+    assert lr_at(100_000, 100, 0.4, schedule=schedule, milestones=(50,), final_lr=0.001) == end
+    expected = {"constant": 0.4, "step": 0.04, "cosine": 0.001, "onecycle": 0.4 / 25 / 1e4}[schedule]
+    assert end == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(schedule="linear"), r"schedule\.name must be one of constant, step, cosine, onecycle"),
+        (dict(warmup_steps=11), r"schedule\.warmup_epochs \(11 steps\) is longer than training \(10 steps\)"),
+        (dict(total_steps=0), r"at least one"),
+        (dict(schedule="onecycle", warmup_steps=2), r"schedule\.warmup_epochs must be 0 with schedule\.name onecycle"),
+    ],
+)
+def test_schedule_errors(kwargs, message):
+    args = dict(step=0, total_steps=10, base_lr=0.1) | kwargs
+    with pytest.raises(ValueError, match=message):
+        lr_at(**args)
