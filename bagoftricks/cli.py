@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from bagoftricks.callbacks import LRSchedule
-from bagoftricks.data import ImageDataModule
+from bagoftricks.data import DataError, ImageDataModule
 from bagoftricks.module import ClassificationModule
 
 
@@ -21,7 +21,6 @@ class BagOfTricksCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "data": {"class_path": "bagoftricks.data.DigitsDataModule"},
                 # Keep the best model by validation top-1 and always a last.ckpt to resume from.
                 "checkpoint.monitor": "val/top1",
                 "checkpoint.mode": "max",
@@ -37,6 +36,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
         ClassificationModule,
         ImageDataModule,
         subclass_mode_data=True,
+        auto_configure_optimizers=False,  # the module builds its own optimizer groups
         seed_everything_default=0,
         trainer_defaults={"log_every_n_steps": 1},  # raw per-step values, as the paper's curves need
         args=args,
@@ -49,15 +49,15 @@ def main(argv: list[str] | None = None) -> None:
 
     Set ``BAGOFTRICKS_TRACEBACK=1`` to see the full traceback.
     """
-    argv = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else argv
     try:
-        if argv[:1] == ["ablate"]:
+        if args[:1] == ["ablate"]:
             from bagoftricks.ablation import ablate_main
 
-            ablate_main(argv[1:])
+            ablate_main(args[1:])
         else:
-            cli_main(argv)
-    except (ValueError, FileNotFoundError) as err:
+            cli_main(argv)  # None: LightningCLI reads sys.argv itself
+    except (ValueError, FileNotFoundError, DataError) as err:
         if os.environ.get("BAGOFTRICKS_TRACEBACK"):
             raise
         sys.exit(f"bagoftricks: error: {err}")

@@ -17,8 +17,12 @@ TINY = ["--data.batch_size", "16", "--trainer.enable_progress_bar", "false", "--
 
 
 def fit(tmp_path: Path, *args: str, **kwargs):
-    """`bagoftricks fit ARGS` with all outputs under tmp_path and a CSV logger there."""
-    argv = ["fit", *args, "--trainer.default_root_dir", str(tmp_path)]
+    """`bagoftricks fit ARGS` with all outputs under tmp_path and a CSV logger there.
+
+    With ``run=False`` the CLI only builds model, data and trainer (no subcommand).
+    """
+    subcommand = ["fit"] if kwargs.get("run", True) else []
+    argv = [*subcommand, *args, "--trainer.default_root_dir", str(tmp_path)]
     argv += ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path)]
     return cli_main(argv, **kwargs)
 

@@ -95,7 +95,9 @@ def make_cifar100(root: str | Path, n_train: int = 64, n_test: int = 32, seed: i
     return Path(root)
 
 
-def make_cub200(root: str | Path, n_classes: int = 3, per_class: int = 4, train_per_class: int = 2, side: int = 64) -> Path:
+def make_cub200(
+    root: str | Path, n_classes: int = 3, per_class: int = 4, train_per_class: int = 2, side: int = 64
+) -> Path:
     """``root/CUB_200_2011/`` with ``images/NNN.Name/*.jpg`` and the four index files; image ids run class
     by class as in the real set, the first ``train_per_class`` images of each class are training images."""
     folder, rng = Path(root) / "CUB_200_2011", np.random.default_rng(0)

@@ -54,7 +54,8 @@ def test_validate_and_test_from_checkpoint(tmp_path):
     fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")
     ckpt = next(tmp_path.rglob("last.ckpt"))
     for subcommand in ("validate", "test"):
-        cli = cli_main([subcommand, "-c", str(DIGITS_BASE), *TINY, "--ckpt_path", str(ckpt), "--trainer.logger", "false"])
+        argv = [subcommand, "-c", str(DIGITS_BASE), *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / subcommand)]
+        cli = cli_main(argv)
         assert cli.trainer.state.finished
 
 

@@ -15,15 +15,21 @@ import pytest
 import torch
 from PIL import Image
 from torchvision.datasets.utils import calculate_md5
+from torchvision.transforms import v2
 
 from bagoftricks.data import cifar100, cub200, imagenette
 from bagoftricks.data.cifar100 import CIFAR100DataModule
 from bagoftricks.data.cub200 import CUB200DataModule
-from bagoftricks.data.imagenette import ImagenetteDataModule, ImagewoofDataModule, UnreadableImageError
+from bagoftricks.data.images import UnreadableImageError
+from bagoftricks.data.imagenette import ImagenetteDataModule, ImagewoofDataModule
 from bagoftricks.data.transforms import (
+    IMAGENET_MEAN,
     IMAGENET_PCA_EIGVAL,
     IMAGENET_PCA_EIGVEC,
+    IMAGENET_STD,
+    FastRandomResizedCrop,
     Lighting,
+    ScaleNormalize,
     cifar_train_transform,
     eval_transform,
     train_transform,
@@ -220,7 +226,8 @@ def test_imagenette_labels_follow_sorted_wnids(templates, tmp_path):
     dm.setup("fit")
     assert dm.classes[0] == "tench" and len(dm.classes) == dm.num_classes == 10
     for dataset in (dm.train_set, dm.val_set):
-        assert [label for path, label in dataset.samples] == [dm.wnids.index(Path(p).parent.name) for p, _ in dataset.samples]
+        labels = [label for _, label in dataset.samples]
+        assert labels == [dm.wnids.index(Path(p).parent.name) for p, _ in dataset.samples]
     assert dm.test_set is dm.val_set
 
 
@@ -233,7 +240,8 @@ def test_noisy_labels_come_from_the_csv_column(level, templates, tmp_path):
         column = {row["path"]: row[f"noisy_labels_{level}"] for row in csv.DictReader(f)}
     folder = root / "imagenette2-160"
     train = dm.train_set.samples
-    assert [label for _, label in train] == [dm.wnids.index(column[Path(p).relative_to(folder).as_posix()]) for p, _ in train]
+    expected = [dm.wnids.index(column[Path(p).relative_to(folder).as_posix()]) for p, _ in train]
+    assert [label for _, label in train] == expected
     assert any(label != dm.wnids.index(Path(p).parent.name) for p, label in train)  # some labels are noisy
     assert all(label == dm.wnids.index(Path(p).parent.name) for p, label in dm.val_set.samples)  # val stays clean
 
@@ -341,10 +349,14 @@ def test_cache_gives_the_same_eval_images_and_is_reused(templates, tmp_path):
     for cache in ("none", "memory", "disk"):
         dm = BY_NAME["imagenette"].make_dm(root, cache=cache)
         dm.setup("fit")
+        stored = None if cache == "none" else dm.train_set.decoded[0].clone()
         batches[cache] = next(iter(dm.val_dataloader()))
         x, _ = next(iter(dm.train_dataloader()))
         assert x.shape == (4, 3, SIZE, SIZE)
-    assert torch.equal(batches["none"][0], batches["memory"][0]) and torch.equal(batches["memory"][0], batches["disk"][0])
+        if stored is not None:
+            assert torch.equal(dm.train_set.decoded[0], stored)  # augmentation never writes into the cache
+    assert torch.equal(batches["none"][0], batches["memory"][0])
+    assert torch.equal(batches["memory"][0], batches["disk"][0])
     assert torch.equal(batches["none"][1], batches["disk"][1])
 
     files = sorted((root / ".cache").iterdir())
@@ -352,6 +364,18 @@ def test_cache_gives_the_same_eval_images_and_is_reused(templates, tmp_path):
     stamps = [f.stat().st_mtime_ns for f in files]
     BY_NAME["imagenette"].make_dm(root, cache="disk").setup("fit")
     assert [f.stat().st_mtime_ns for f in files] == stamps  # read back, not rebuilt
+
+
+def test_disk_cache_in_worker_processes(templates, tmp_path):
+    root = copy_template(templates, "imagenette2-160", tmp_path)
+    dm = ImagenetteDataModule(root, batch_size=4, num_workers=1, image_size=SIZE, cache="disk")
+    dm.setup("fit")  # decoded in a worker process
+    decoded = dm.train_set.decoded
+    first = decoded[0].clone()
+    sent = pickle.loads(pickle.dumps(decoded))  # what a spawned worker receives: the path, not the pixels
+    assert sent._buffer is None and torch.equal(sent[0], first)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, SIZE, SIZE) and y.dtype == torch.int64
 
 
 # --- transforms ----------------------------------------------------------------------------------
@@ -373,9 +397,46 @@ def test_lighting_matches_the_alexnet_formula():
 def test_presets_accept_pil_and_uint8_tensors(auto_augment):
     pil = Image.new("RGB", (50, 40), (120, 30, 200))
     tensor = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
-    presets = [(train_transform(24, auto_augment=auto_augment), 24), (eval_transform(24), 24), (cifar_train_transform(), 32)]
+    train = train_transform(24, auto_augment=auto_augment)
+    presets = [(train, 24), (eval_transform(24), 24), (cifar_train_transform(), 32)]
     for transform, side in presets:
         for image in (pil, tensor):
             out = transform(image)
             assert out.shape == (3, side, side) and out.dtype == torch.float32
     assert torch.equal(eval_transform(SIZE)(tensor), eval_transform(SIZE)(tensor))
+
+
+def test_scale_normalize_equals_todtype_then_normalize():
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    fused = ScaleNormalize(IMAGENET_MEAN, IMAGENET_STD)
+    uint8 = torch.randint(0, 256, (3, 9, 7), dtype=torch.uint8)
+    assert torch.allclose(fused(uint8), reference(uint8), atol=1e-5)
+    floats = torch.rand(3, 9, 7)
+    before = floats.clone()
+    assert torch.allclose(fused(floats), reference(floats), atol=1e-5)
+    assert torch.equal(floats, before)  # out of place: cached pixels are never modified
+
+
+def test_fast_random_resized_crop_matches_torchvision_distribution():
+    image = torch.zeros(3, 60, 80, dtype=torch.uint8)
+
+    def boxes(crop, seed):
+        torch.manual_seed(seed)
+        return torch.tensor([list(crop.make_params([image]).values()) for _ in range(3000)], dtype=torch.float64)
+
+    fast, reference = boxes(FastRandomResizedCrop(16), 0), boxes(v2.RandomResizedCrop(16), 0)
+    assert torch.equal(fast, boxes(FastRandomResizedCrop(16), 0))  # seeded by torch's RNG
+    top, left, height, width = fast.T
+    assert (top >= 0).all() and (top + height <= 60).all() and (left >= 0).all() and (left + width <= 80).all()
+    area = height * width / (60 * 80)
+    assert area.min() >= 0.07 and (width / height).min() >= 0.7 and (width / height).max() <= 1.4
+    # Same distribution: mean and spread of area, aspect and position agree with torchvision's draws.
+    for ours, theirs in zip(_box_stats(fast), _box_stats(reference)):
+        assert abs(ours - theirs) < 0.04, (ours, theirs)
+
+
+def _box_stats(boxes: torch.Tensor) -> list[float]:
+    top, left, height, width = boxes.T
+    area = height * width / (60 * 80)
+    centre_y, centre_x = (top + height / 2) / 60, (left + width / 2) / 80
+    return [area.mean(), area.std(), (width / height).log().mean(), centre_y.mean(), centre_x.mean()]

@@ -57,6 +57,8 @@ def param_groups(
     named = list(model.named_parameters())  # shared parameters appear once
     # Parameters owned directly by the model (no child) count as stem.
     stage = [stage_of.get(name.split(".")[0], 0) for name, _ in named]
+    if layer_lr_decay == 1:  # one LR everywhere: a group per stage would only clutter the logs
+        stage, stage_names = [0] * len(named), ["all"]
     last_stage = max(stage, default=0)
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for (_, param), s in zip(named, stage):

@@ -1,0 +1,31 @@
+"""Print the README's model table: parameters and multiply-accumulates of every registered model.
+
+    python benchmarks/model_table.py [--image-size 224]
+
+Counts come from ``model_stats`` (torch.utils.flop_counter) on a meta-device model, so nothing
+is allocated and the whole table takes a few seconds.
+"""
+
+import argparse
+
+import torch
+
+from bagoftricks.models import create_model, list_models, model_stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=224)
+    args = parser.parse_args()
+    print(f"| model | params | GMACs at {args.image_size} px |")
+    print("|---|---:|---:|")
+    depth = lambda name: int("".join(c for c in name if c.isdigit()))  # noqa: E731
+    for name in sorted(list_models(), key=lambda n: (depth(n), n)):
+        with torch.device("meta"):
+            model = create_model(name, 1000)
+        stats = model_stats(model, args.image_size)
+        print(f"| `{name}` | {stats['params']:,} | {stats['macs'] / 1e9:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
