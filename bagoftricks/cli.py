@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             ablate_main(args[1:])
         else:
             cli_main(argv)  # None: LightningCLI reads sys.argv itself
-    except (ValueError, FileNotFoundError, DataError) as err:
+    except (ValueError, FileNotFoundError, FloatingPointError, DataError) as err:
         if os.environ.get("BAGOFTRICKS_TRACEBACK"):
             raise
         sys.exit(f"bagoftricks: error: {err}")

@@ -171,6 +171,11 @@ class ClassificationModule(L.LightningModule):
             loss = soft_target_cross_entropy(logits, target)
         else:
             loss = F.cross_entropy(logits, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"train/loss is {loss.item()} at step {self.global_step}; the usual causes are an FP16 overflow "
+                "(use bf16-mixed or 32-true), too high an LR (lower it or add schedule.warmup_epochs) or bad input data."
+            )
         self.train_top1(logits, y)  # against the unmixed labels
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
@@ -194,6 +199,21 @@ class ClassificationModule(L.LightningModule):
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(self._input(batch[0])).softmax(dim=-1)
+
+    # Lightning restores weights, optimizer and loop state but not the random generators; saving
+    # them makes a resumed run draw the same shuffles, augmentations and mixing lambdas as an
+    # uninterrupted one. Tensors only, so checkpoints still load with weights_only=True.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states", {})
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def global_batch_size(self) -> int:
         """Images per optimizer step over all devices and accumulated batches."""

@@ -176,7 +176,7 @@ def test_bad_flag_value(flag, value, allowed):
 
 
 def test_unknown_flag():
-    with pytest.raises(TypeError, match="zero_init_last"):
+    with pytest.raises(ValueError, match="zero_init_last"):
         create_model("resnet18", zero_gamma=True)
 
 

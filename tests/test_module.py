@@ -73,22 +73,35 @@ class StopAfterFirstEpoch(L.Callback):
         trainer.should_stop = True
 
 
-def test_resumed_run_gets_the_same_lr_sequence(tmp_path):
+def test_resumed_run_equals_straight_run(tmp_path):
+    """Stopped after epoch 1 and resumed with --ckpt_path: the same LRs, losses and accuracies."""
     flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4",
-             "--trainer.limit_val_batches", "1", "--schedule.name", "cosine", "--schedule.warmup_epochs", "1",
+             "--trainer.limit_val_batches", "2", "--schedule.name", "cosine", "--schedule.warmup_epochs", "1",
              "--model.mixup_alpha", "0.2"]  # fmt: skip
     straight = fit(tmp_path / "straight", *flags)
-    expected = column(read_metrics(next((tmp_path / "straight").rglob("metrics.csv"))), "train/lr")
+    expected = read_metrics(next((tmp_path / "straight").rglob("metrics.csv")))
 
     stopped = fit(tmp_path / "stopped", *flags, run=False)
     stopped.trainer.callbacks.append(StopAfterFirstEpoch())
     stopped.trainer.fit(stopped.model, datamodule=stopped.datamodule)
     ckpt = next((tmp_path / "stopped").rglob("last.ckpt"))
     fit(tmp_path / "resumed", *flags, "--ckpt_path", str(ckpt))
-    lrs = column(read_metrics(next((tmp_path / "stopped").rglob("metrics.csv"))), "train/lr")
-    lrs += column(read_metrics(next((tmp_path / "resumed").rglob("metrics.csv"))), "train/lr")
+    got = read_metrics(next((tmp_path / "stopped").rglob("metrics.csv")))
+    got += read_metrics(next((tmp_path / "resumed").rglob("metrics.csv")))
 
-    assert len(expected) == 12 and lrs == pytest.approx(expected)
-    closed_form = [lr_at(s, 12, 0.025, warmup_steps=4, schedule="cosine") for s in range(12)]
-    assert expected == pytest.approx(closed_form)
     assert straight.trainer.global_step == 12
+    closed_form = [lr_at(s, 12, 0.025, warmup_steps=4, schedule="cosine") for s in range(12)]
+    assert column(expected, "train/lr") == pytest.approx(closed_form)
+    for key in ("train/lr", "train/loss", "val/top1", "val/loss"):
+        assert column(got, key) == column(expected, key), key
+
+
+def test_same_seed_same_metrics(tmp_path):
+    flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+             "--trainer.limit_val_batches", "2", "--model.cutmix_alpha", "1.0", "--model.mixup_alpha", "0.2"]  # fmt: skip
+    runs = []
+    for i in range(2):
+        fit(tmp_path / str(i), *flags)
+        runs.append(read_metrics(next((tmp_path / str(i)).rglob("metrics.csv"))))
+    assert runs[0] == runs[1]
+    assert len(column(runs[0], "train/loss")) == 3

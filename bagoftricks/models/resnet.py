@@ -326,7 +326,7 @@ def create_model(
         raise ValueError(f"Unknown model {name!r}{hint}; see bagoftricks.models.list_models() for the names.")
     unknown = sorted(set(overrides) - set(_FLAGS))
     if unknown:
-        raise TypeError(f"Unknown model flag(s) {', '.join(unknown)}; the flags are {', '.join(_FLAGS)}.")
+        raise ValueError(f"Unknown model flag(s) {', '.join(unknown)}; the flags are {', '.join(_FLAGS)}.")
     model = ResNet(num_classes=num_classes, **{**_MODELS[name], **overrides})
     if pretrained is not None:
         load_pretrained(model, pretrained)
