@@ -130,10 +130,12 @@ class ClassificationModule(L.LightningModule):
         # checkpoints, not counted in its parameters and not switched to train mode by Lightning.
         self.__dict__["teacher"] = load_teacher(teacher, num_classes, teacher_backbone) if teacher else None
         self.mixing = mixup_alpha > 0 or cutmix_alpha > 0
-        top5 = min(5, num_classes)
-        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1)
-        self.val_top1, self.val_top5 = MulticlassAccuracy(num_classes, top_k=1), MulticlassAccuracy(num_classes, top_k=top5)
-        self.test_top1, self.test_top5 = MulticlassAccuracy(num_classes, top_k=1), MulticlassAccuracy(num_classes, top_k=top5)
+        # micro: the fraction of images classified right (torchmetrics' default is the per-class mean).
+        top1 = dict(num_classes=num_classes, top_k=1, average="micro")
+        top5 = dict(num_classes=num_classes, top_k=min(5, num_classes), average="micro")
+        self.train_top1 = MulticlassAccuracy(**top1)
+        self.val_top1, self.val_top5 = MulticlassAccuracy(**top1), MulticlassAccuracy(**top5)
+        self.test_top1, self.test_top5 = MulticlassAccuracy(**top1), MulticlassAccuracy(**top5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)

@@ -1,0 +1,79 @@
+"""``bagoftricks ablate SPEC``: an ablation spec -> one training run per step and seed -> a results table.
+
+A spec (``experiments/<dataset>/ablation.yaml``)::
+
+    base: base.yaml                    # a LightningCLI config, or a list stacked in order; relative to the spec
+    seeds: [0, 1, 2]
+    mode: cumulative                   # each step adds its changes to the previous one; or `each`:
+                                       # every step alone on top of the first step (the baseline)
+    set: {trainer.max_epochs: 10}      # optional, every run: dotted CLI keys
+    test: true                         # optional: evaluate the final weights on the test split too
+    keep_checkpoints: true             # optional: false deletes a finished run's checkpoints
+    steps:
+      - name: baseline
+      - name: +warmup
+        set: {schedule.warmup_epochs: 1}
+      - name: +cosine
+        config: cosine.yaml            # a diff config (or a list of them)
+      - name: cosine + LS
+        from: +cosine                  # optional: build on a named earlier step instead
+        set: {model.label_smoothing: 0.1}
+
+Each run is ``bagoftricks fit -c BASE... [the spec's set] [each step's -c/--key in its chain]
+--seed_everything S`` with its folder ``<out>/<NN-step>/seed<S>/`` (``config.yaml``, ``metrics.csv``,
+``checkpoints/``, ``result.json``), trained in-process through ``cli_main(args, run=False)`` so torch
+and Lightning load once. ``result.json`` is written atomically when a run ends: a finished run is skipped
+when the command is repeated, and a killed run (``last.ckpt``, no ``result.json``) resumes from its
+last checkpoint. ``results.csv`` (one row per run) is rewritten atomically after every run;
+``results.md`` and ``top1.png``, ``val_curves.png``, ``lr.png`` at the end.
+
+Reported top-1 is the last epoch's ``val/top1`` (the paper's final accuracy; the best epoch's is
+kept as ``val_top1_best`` but is biased upwards). ``test/*`` comes from the final weights on the
+datamodule's test split, when it has one distinct from validation (digits, CUB, CIFAR with a held-out
+val split; Imagenette's test split is its val split, so it is not evaluated twice).
+
+Flags:
+    --out DIR            output folder (default ``runs/<spec name>``, the name being ``<dataset>-<file stem>``)
+    --seeds 0,1,2        seeds instead of the spec's
+    --only 3[,4]         only these run indices (0-based, step-major): one SLURM array task or sweep agent each
+    --dry-run            print every run's ``bagoftricks fit`` command, one per line; run nothing
+    --export-sweep FILE  write a W&B grid sweep whose only parameter is ``only`` (the run index) and whose
+                         command is ``bagoftricks ablate SPEC --wandb --only=<index>``; run nothing
+    --wandb              log to W&B too (offline when no credentials); also on when the configs name a WandbLogger
+    --set KEY=VALUE      override a CLI key in every run, after the spec (``--set data.root=/datasets``)
+
+With W&B, each run is ``group`` = spec name, ``name`` = ``"<step> s<seed>"``, ``tags`` = the tricks
+switched on, and its config holds the complete resolved configuration plus ``ablation.tricks``.
+"""
+
+from bagoftricks.ablation.report import (
+    figure_lr,
+    figure_top1,
+    figure_val_curves,
+    load_results,
+    markdown_table,
+    mean_ci,
+    summarize,
+    welch_half_width,
+    write_report,
+)
+from bagoftricks.ablation.runner import ablate, ablate_main
+from bagoftricks.ablation.spec import Run, Spec, load_spec, plan
+
+__all__ = [
+    "Run",
+    "Spec",
+    "ablate",
+    "ablate_main",
+    "figure_lr",
+    "figure_top1",
+    "figure_val_curves",
+    "load_results",
+    "load_spec",
+    "markdown_table",
+    "mean_ci",
+    "plan",
+    "summarize",
+    "welch_half_width",
+    "write_report",
+]

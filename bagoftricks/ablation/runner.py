@@ -1,0 +1,295 @@
+"""Run the planned runs in-process, one ``bagoftricks fit`` each, resumable and skippable; then report."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import logging
+import netrc
+import os
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import Callback
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
+from bagoftricks.ablation.spec import Run, Spec, load_spec, plan, sweep_config
+
+
+class EpochTimer(Callback):
+    """Logs ``time/epoch_s``: wall time of each epoch, training, validation and checkpointing included."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("time/epoch_s", time.perf_counter() - self.start, on_step=False, on_epoch=True)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's per-run INFO lines (devices, seeds, param groups) times 24 runs would bury the progress line."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def default_wandb_offline(console: Console) -> None:
+    """Without W&B credentials (WANDB_API_KEY or a ~/.netrc entry), log offline instead of prompting."""
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    with contextlib.suppress(OSError, netrc.NetrcParseError):
+        if netrc.netrc().authenticators(host):
+            return
+    os.environ["WANDB_MODE"] = "offline"
+    console.print("W&B: no credentials found, logging offline (upload later with `wandb sync`).")
+
+
+def _prepare_run_dir(run_dir: Path) -> Path | None:
+    """Resume from ``checkpoints/last.ckpt`` if a killed run left one, else start from an empty folder."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        # The CSVLogger deletes metrics.csv when it starts: keep the metrics so far as a numbered part.
+        if (run_dir / "metrics.csv").is_file():
+            part = len(list(run_dir.glob("metrics.part*.csv")))
+            os.replace(run_dir / "metrics.csv", run_dir / f"metrics.part{part}.csv")
+        (run_dir / "config.yaml").unlink(missing_ok=True)  # rewritten, now with the resumed run's config
+        return last
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a run that failed before its first checkpoint starts over
+    run_dir.mkdir(parents=True)
+    return None
+
+
+def _wandb_id(run: Run, resuming: bool) -> str | None:
+    """The W&B run id, kept in the run folder so a resumed run continues the same W&B run."""
+    if run.wandb is None:
+        return None
+    path = run.run_dir / "wandb-id"
+    if resuming and path.is_file():
+        return path.read_text().strip()
+    import wandb
+
+    path.write_text(run_id := wandb.util.generate_id())
+    return run_id
+
+
+def _log_config_to_wandb(cli, spec: Spec, run: Run) -> None:
+    """The complete resolved config into the W&B run (LightningCLI does not log it: Lightning issue 19728)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    loggers = [logger for logger in cli.trainer.loggers if isinstance(logger, WandbLogger)]
+    if not loggers:
+        return
+    config = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+    config["ablation"] = {"spec": str(spec.path), "step": run.step, "seed": run.seed, "tricks": list(run.tricks)}
+    for logger in loggers:
+        logger.experiment.config.update(config, allow_val_change=True)
+
+
+@contextlib.contextmanager
+def _bare_argv():
+    """No ``ablate`` arguments in ``sys.argv`` while LightningCLI parses the run's own (it warns about both)."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _has_own_test_set(datamodule) -> bool:
+    test_set = getattr(datamodule, "test_set", None)
+    return test_set is not None and test_set is not getattr(datamodule, "val_set", None)
+
+
+def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
+    """Train one run (resuming it if it was killed), write its ``result.json`` and return it."""
+    from bagoftricks.cli import cli_main  # cli imports this package's parent; imported late to avoid a cycle
+    from bagoftricks.models import model_stats
+
+    last = _prepare_run_dir(run.run_dir)
+    start = time.perf_counter()
+    try:
+        # run=False: the CLI builds model, data and trainer exactly as `bagoftricks fit ARGS` would,
+        # and this function calls fit itself, with the timer and the resume checkpoint.
+        with _bare_argv():
+            cli = cli_main(run.fit_args(_wandb_id(run, last is not None)), run=False)
+        trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+        trainer.callbacks.append(EpochTimer())
+        _log_config_to_wandb(cli, spec, run)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None)
+        if not trainer.state.finished:
+            raise RuntimeError(f"Training of {run.run_dir} stopped before its end ({trainer.state.status}).")
+        if spec.test and _has_own_test_set(datamodule):
+            # The final weights, like the reported val top-1 (the best epoch's would be biased).
+            trainer.test(model, datamodule=datamodule, verbose=False)
+        stats = model_stats(model.backbone, datamodule.image_size)
+        global_step = trainer.global_step
+    finally:
+        if run.wandb is not None:
+            import wandb
+
+            wandb.finish()
+    result = {
+        "index": run.index,
+        "step_index": run.step_index,
+        "step": run.step,
+        "parent": run.parent,
+        "seed": run.seed,
+        "tricks": list(run.tricks),
+        **summarize_run(read_metrics(run.run_dir)),
+        "wall_time_s": round(time.perf_counter() - start, 2),  # of the invocation that finished the run
+        "params": stats["params"],
+        "macs": stats["macs"],
+        "global_step": global_step,
+        "resumed_from": str(last) if last else None,
+        "run_dir": run.run_dir.relative_to(out).as_posix(),
+        "configs": list(run.configs),
+        "overrides": list(run.overrides),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    # Written last and atomically: its presence means the run is finished.
+    atomic_write(run.run_dir / "result.json", json.dumps(result, indent=2) + "\n")
+    if not spec.keep_checkpoints:
+        shutil.rmtree(run.run_dir / "checkpoints", ignore_errors=True)
+    del cli, trainer, model, datamodule
+    gc.collect()
+    return result
+
+
+def finished_results(runs: list[Run]) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for run in runs if (path := run.run_dir / "result.json").is_file()]
+
+
+def ablate(
+    spec_path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    seeds: list[int] | None = None,
+    dry_run: bool = False,
+    export_sweep: str | os.PathLike | None = None,
+    only: list[int] | None = None,
+    wandb: bool = False,
+    overrides: dict[str, Any] | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Run (or print, or export) an ablation spec; return its output folder."""
+    console = console or Console()
+    spec = load_spec(spec_path)
+    out_dir = Path(out) if out is not None else Path("runs") / spec.name
+    runs = plan(spec, out_dir, seeds, wandb=wandb, extra=overrides)
+    for index in only or []:
+        if not 0 <= index < len(runs):
+            raise ValueError(f"--only {index} is out of range: {spec.path} has {len(runs)} runs (0 to {len(runs) - 1}).")
+    selected = [runs[i] for i in only] if only else runs
+    if export_sweep is not None:
+        args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
+        args += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")]
+        sweep = sweep_config(spec.path, runs, spec.name, args)
+        header = f"# wandb sweep {export_sweep}  # then: wandb agent ENTITY/PROJECT/SWEEP_ID (one run of {spec.path} per agent call)\n"
+        atomic_write(Path(export_sweep), header + yaml.safe_dump(sweep, sort_keys=False))
+        console.print(f"W&B sweep over {len(runs)} runs written to {export_sweep}.")
+    if dry_run:
+        for run in selected:
+            print(run.command())
+        return out_dir
+    if export_sweep is not None:
+        return out_dir
+    if any(run.wandb is not None for run in runs):
+        default_wandb_offline(console)
+
+    todo = []
+    for run in selected:
+        path = run.run_dir / "result.json"
+        if not path.is_file():
+            todo.append(run)
+            continue
+        done = json.loads(path.read_text())
+        if done.get("configs") != list(run.configs) or done.get("overrides") != list(run.overrides):
+            console.print(f"[yellow]warning:[/] {run.run_dir} was finished with other settings; delete it to rerun it.")
+    if len(todo) < len(selected):
+        console.print(f"{len(selected) - len(todo)} of {len(selected)} runs already finished (result.json): skipped.")
+    n = len(runs)
+    with quiet_lightning(), Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task(spec.name, total=len(todo))
+        for run in todo:
+            progress.update(task, description=f"run {run.index + 1}/{n}  {run.step}  seed {run.seed}")
+            try:
+                result = execute(run, spec, out_dir)
+            finally:
+                write_results_csv(out_dir, finished_results(runs))  # whole after every run, even a failed one
+            top1 = "n/a" if result["val_top1"] is None else f"{result['val_top1']:.2f}%"
+            resumed = ", resumed" if result["resumed_from"] else ""
+            progress.console.print(
+                f"run {run.index + 1}/{n}  {run.step}  seed {run.seed}: val top-1 {top1}  ({result['wall_time_s']:.0f} s{resumed})"
+            )
+            progress.advance(task)
+    write_results_csv(out_dir, finished_results(runs))
+    if finished_results(runs):
+        summaries = write_report(out_dir, title=spec.name)
+        print_table(summaries, title=spec.name, console=console)
+        console.print(f"Results in {out_dir}: results.csv, results.md, top1.png, val_curves.png, lr.png.")
+    return out_dir
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as trainer.max_epochs=2, got {text!r}")
+    return key.strip().removeprefix("--"), yaml.safe_load(value) if value.strip() else value
+
+
+def ablate_main(argv: list[str] | None = None) -> Path:
+    """``bagoftricks ablate SPEC [--out DIR] [--seeds 0,1,2] [--only N,...] [--dry-run] [--export-sweep FILE] [--wandb] [--set KEY=VALUE]``."""
+    parser = argparse.ArgumentParser(
+        prog="bagoftricks ablate",
+        description="Train every step x seed of an ablation spec, then write results.csv, results.md and plots.",
+    )
+    parser.add_argument("spec", help="the ablation spec (YAML)")
+    parser.add_argument("--out", help="output folder (default: runs/<spec name>)")
+    parser.add_argument("--seeds", type=_int_list, help="seeds instead of the spec's, e.g. 0,1,2")
+    parser.add_argument("--only", type=_int_list, help="run only these run indices (0-based; for sweeps and SLURM arrays)")
+    parser.add_argument("--dry-run", action="store_true", help="print each run's `bagoftricks fit` command; run nothing")
+    parser.add_argument("--export-sweep", metavar="FILE", help="write a W&B grid sweep over the run indices; run nothing")
+    parser.add_argument("--wandb", action="store_true", help="log every run to W&B as well (offline without credentials)")
+    parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="override a CLI key in every run, after the spec (e.g. data.root=/datasets)")  # fmt: skip
+    args = parser.parse_args(argv)
+    return ablate(
+        args.spec,
+        out=args.out,
+        seeds=args.seeds,
+        dry_run=args.dry_run,
+        export_sweep=args.export_sweep,
+        only=args.only,
+        wandb=args.wandb,
+        overrides=dict(args.set),
+    )

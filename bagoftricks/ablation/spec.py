@@ -1,0 +1,278 @@
+"""An ablation spec (YAML) -> validated steps -> one planned run per step and seed, as CLI arguments."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODES = ("cumulative", "each")
+SPEC_KEYS = ("name", "base", "seeds", "mode", "set", "steps", "test", "keep_checkpoints")
+STEP_KEYS = ("name", "set", "config", "from")
+# Chosen per run by the runner; a spec that set them would write every run into one folder.
+RUNNER_KEYS = ("seed_everything", "trainer.default_root_dir", "checkpoint.dirpath", "ckpt_path")
+WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the ablation: its own changes and the step it builds on (``parent``)."""
+
+    name: str
+    set: dict[str, Any] = field(default_factory=dict)
+    configs: tuple[str, ...] = ()
+    parent: int | None = None  # index of the step this one adds its changes to
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.set or self.configs)
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    name: str
+    base: tuple[str, ...]
+    seeds: tuple[int, ...]
+    mode: str
+    set: dict[str, Any]
+    steps: tuple[Step, ...]
+    test: bool = True  # also evaluate the final weights on the test split (when it is not the val split)
+    keep_checkpoints: bool = True  # False: delete a run's checkpoints once its result.json is written
+
+    def chain(self, index: int) -> list[int]:
+        """Indices of the steps whose changes make up step ``index``, root first."""
+        chain = [index]
+        while (parent := self.steps[chain[-1]].parent) is not None:
+            chain.append(parent)
+        return chain[::-1]
+
+    def tricks(self, index: int) -> list[str]:
+        """The tricks switched on in step ``index``: the names of the steps in its chain that change something."""
+        return [self.steps[i].name.lstrip("+ ").strip() for i in self.chain(index) if self.steps[i].changes]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a step of the spec with one seed, and the ``bagoftricks fit`` arguments that train it."""
+
+    index: int
+    step_index: int
+    step: str
+    parent: str  # name of the step this one builds on ('' for a root step)
+    seed: int
+    tricks: tuple[str, ...]
+    run_dir: Path
+    configs: tuple[str, ...]  # -c files in order (base first)
+    overrides: tuple[str, ...]  # the spec's --key value pairs, in the order they apply
+    wandb: dict[str, Any] | None  # WandbLogger init_args, or None without W&B
+
+    def fit_args(self, wandb_id: str | None = None) -> list[str]:
+        """Arguments of ``bagoftricks fit`` (without the subcommand) for this run."""
+        loggers: list[dict[str, Any]] = [
+            # First logger: its log_dir (the run folder itself: no name, version ".") receives config.yaml
+            # and metrics.csv. Flushed every step, so a killed run keeps its metrics up to its last checkpoint.
+            {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(self.run_dir), "name": None, "version": ".", "flush_logs_every_n_steps": 1},
+            }
+        ]
+        if self.wandb is not None:
+            init_args = {**self.wandb, **({"id": wandb_id, "resume": "allow"} if wandb_id else {})}
+            loggers.append({"class_path": WANDB_LOGGER, "init_args": init_args})
+        # Quiet by default: the runner shows one progress line across runs; a spec may turn these back on.
+        args = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+        args += [arg for config in self.configs for arg in ("-c", config)]
+        args += list(self.overrides)
+        args += ["--seed_everything", str(self.seed), "--trainer.default_root_dir", str(self.run_dir)]
+        args += ["--trainer.logger", one_line(loggers), "--checkpoint.dirpath", str(self.run_dir / "checkpoints")]
+        return args
+
+    def command(self) -> str:
+        """The equivalent shell command."""
+        return shlex.join(["bagoftricks", "fit", *self.fit_args()])
+
+
+def one_line(value: Any) -> str:
+    """A CLI value: strings as they are, everything else as one line of YAML."""
+    if isinstance(value, str):
+        return value
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), sort_keys=False).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def set_args(values: dict[str, Any]) -> list[str]:
+    return [arg for key, value in values.items() for arg in (f"--{key}", one_line(value))]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "step"
+
+
+def _path(spec_path: Path, relative: str, what: str) -> str:
+    if not isinstance(relative, str) or not relative:
+        raise ValueError(f"{spec_path}: {what} must be a file path, got {relative!r}.")
+    path = Path(os.path.normpath(spec_path.parent / relative))
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec_path}: {what} {path} does not exist (paths are relative to the spec's folder).")
+    return str(path)
+
+
+def _paths(spec_path: Path, value: Any, what: str) -> tuple[str, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError(f"{spec_path}: {what} is an empty list; name at least one config file or leave it out.")
+    return tuple(_path(spec_path, v, what) for v in values)
+
+
+def _set(spec_path: Path, value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{spec_path}: {where} `set` must be a mapping of CLI keys to values, such as {{trainer.max_epochs: 10}}.")
+    for key in value:
+        if not isinstance(key, str) or key.startswith("-") or not key:
+            raise ValueError(f"{spec_path}: {where} `set` key {key!r} must be a dotted CLI key without dashes, such as model.label_smoothing.")
+        if key in RUNNER_KEYS:
+            raise ValueError(f"{spec_path}: {where} `set` names {key}, which the ablation chooses per run; remove it.")
+    return dict(value)
+
+
+def _unknown(spec_path: Path, mapping: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(map(str, mapping)) - set(allowed))
+    if unknown:
+        raise ValueError(f"{spec_path}: {where} has unknown key(s) {', '.join(unknown)}; allowed are {', '.join(allowed)}.")
+
+
+def load_spec(path: str | os.PathLike) -> Spec:
+    """Read and validate an ablation spec; every mistake is one sentence naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Ablation spec {path} does not exist.")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} is not an ablation spec: expected a YAML mapping with base, seeds and steps.")
+    _unknown(path, raw, SPEC_KEYS, "the spec")
+    if "base" not in raw:
+        raise ValueError(f"{path} has no `base:`; name the LightningCLI config(s) every run starts from.")
+    mode = raw.get("mode", "cumulative")
+    if mode not in MODES:
+        raise ValueError(f"{path}: mode must be 'cumulative' or 'each', got {mode!r}.")
+    seeds = raw.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise ValueError(f"{path}: seeds must be a non-empty list of integers, such as [0, 1, 2].")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: seeds {seeds} repeat a seed; each seed must appear once.")
+    raw_steps = raw.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ValueError(f"{path} has no steps; list at least a baseline under `steps:`.")
+    steps: list[Step] = []
+    index_of: dict[str, int] = {}
+    for i, raw_step in enumerate(raw_steps):
+        if not isinstance(raw_step, dict) or not isinstance(raw_step.get("name"), str) or not raw_step["name"].strip():
+            raise ValueError(f"{path}: step {i + 1} needs a `name:` (a mapping such as {{name: +warmup, set: {{...}}}}).")
+        name = raw_step["name"].strip()
+        _unknown(path, raw_step, STEP_KEYS, f"step {name!r}")
+        if name in index_of:
+            raise ValueError(f"{path}: step name {name!r} appears twice; step names must be unique.")
+        if "from" in raw_step:
+            if raw_step["from"] not in index_of:
+                raise ValueError(f"{path}: step {name!r} builds on `from: {raw_step['from']}`, which names no earlier step.")
+            parent = index_of[raw_step["from"]]
+        elif i == 0:
+            parent = None
+        else:
+            parent = i - 1 if mode == "cumulative" else 0
+        configs = _paths(path, raw_step["config"], f"step {name!r} config") if "config" in raw_step else ()
+        steps.append(Step(name, _set(path, raw_step.get("set"), f"step {name!r}"), configs, parent))
+        index_of[name] = i
+    for key in ("test", "keep_checkpoints"):
+        if not isinstance(raw.get(key, True), bool):
+            raise ValueError(f"{path}: {key} must be true or false, got {raw[key]!r}.")
+    return Spec(
+        path=path,
+        name=str(raw.get("name") or f"{path.resolve().parent.name}-{path.stem}"),
+        base=_paths(path, raw["base"], "base"),
+        seeds=tuple(seeds),
+        mode=mode,
+        set=_set(path, raw.get("set"), "the top-level"),
+        steps=tuple(steps),
+        test=raw.get("test", True),
+        keep_checkpoints=raw.get("keep_checkpoints", True),
+    )
+
+
+def _logger_entries(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def wandb_init_args(spec: Spec) -> dict[str, Any] | None:
+    """The WandbLogger init_args a base config, step config or ``set`` names (the last one wins), or None."""
+    found: dict[str, Any] | None = None
+    sources: list[Any] = []
+    for config in (*spec.base, *(c for step in spec.steps for c in step.configs)):
+        trainer = (yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}
+        sources.append(trainer.get("logger") if isinstance(trainer, dict) else None)
+    sources += [values.get("trainer.logger") for values in (spec.set, *(step.set for step in spec.steps))]
+    for source in sources:
+        for entry in _logger_entries(source):
+            name = entry.get("class_path", "") if isinstance(entry, dict) else str(entry or "")
+            if name.split(".")[-1] == "WandbLogger":
+                found = dict(entry.get("init_args") or {}) if isinstance(entry, dict) else {}
+    return found
+
+
+def plan(
+    spec: Spec,
+    out: str | os.PathLike | None = None,
+    seeds: list[int] | None = None,
+    wandb: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> list[Run]:
+    """Every run of the spec in order (step-major, then seed), with its folder and CLI arguments.
+
+    ``extra`` are overrides that apply last (the ``--set`` flag of ``bagoftricks ablate``).
+    """
+    out = Path(out) if out is not None else Path("runs") / spec.name
+    user_wandb = wandb_init_args(spec)
+    runs: list[Run] = []
+    for i, step in enumerate(spec.steps):
+        chain = spec.chain(i)
+        configs = list(spec.base)
+        overrides = set_args({k: v for k, v in spec.set.items() if k != "trainer.logger"})
+        # Each step's files, then its keys, in chain order: a later step overrides an earlier one.
+        for j in chain:
+            overrides += [arg for config in spec.steps[j].configs for arg in ("-c", config)]
+            overrides += set_args({k: v for k, v in spec.steps[j].set.items() if k != "trainer.logger"})
+        overrides += set_args(extra or {})
+        for seed in seeds if seeds is not None else spec.seeds:
+            run_dir = out / f"{i:02d}-{slug(step.name)}" / f"seed{seed}"
+            tricks = tuple(spec.tricks(i))
+            logger = None
+            if wandb or user_wandb is not None:
+                # The user's WandbLogger settings (project, entity, ...) stay; the ablation names and groups the run.
+                logger = {"project": "bagoftricks", **(user_wandb or {})}
+                logger.update(save_dir=str(run_dir), group=spec.name, name=f"{step.name} s{seed}", tags=[t[:64] for t in tricks])
+            parent = spec.steps[step.parent].name if step.parent is not None else ""
+            runs.append(Run(len(runs), i, step.name, parent, seed, tricks, run_dir, tuple(configs), tuple(overrides), logger))
+    return runs
+
+
+def sweep_config(spec_path: str | os.PathLike, runs: list[Run], name: str, cli_args: list[str]) -> dict[str, Any]:
+    """A W&B grid sweep whose only parameter is the run index: each agent call trains one planned run.
+
+    W&B expands ``${args}`` to ``--only=<index>``, so the agent runs
+    ``bagoftricks ablate SPEC ... --wandb --only=<index>``, the same command a SLURM array would.
+    """
+    return {
+        "name": name,
+        "program": "bagoftricks",
+        "method": "grid",
+        "parameters": {"only": {"values": [run.index for run in runs]}},
+        "command": ["bagoftricks", "ablate", str(spec_path), *cli_args, "--wandb", "${args}"],
+    }
