@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -28,6 +29,14 @@ class BagOfTricksCLI(LightningCLI):
             }
         )
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        # --ckpt_path files load as tensors only unless the user explicitly trusts the file
+        # (--weights_only false): unpickling a stranger's checkpoint can run code.
+        if "weights_only" in kwargs and kwargs["weights_only"] is None:
+            kwargs["weights_only"] = True
+        return kwargs
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
@@ -60,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
             ablate_main(args[1:])
         else:
             cli_main(argv)  # None: LightningCLI reads sys.argv itself
-    except (ValueError, FileNotFoundError, FloatingPointError, DataError) as err:
+    except (ValueError, FileNotFoundError, FloatingPointError, DataError, pickle.UnpicklingError) as err:
         if os.environ.get("BAGOFTRICKS_TRACEBACK"):
             raise
+        if isinstance(err, pickle.UnpicklingError):
+            err = "the checkpoint holds pickled objects and weights-only loading refused it; " \
+                  "pass --weights_only false only for a file you trust."
         sys.exit(f"bagoftricks: error: {err}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 
 from bagoftricks.cli import cli_main, main
@@ -77,3 +78,18 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, flag, words):
     message = str(exit_info.value.code) + capsys.readouterr().err
     assert words in message
     assert "Traceback" not in message
+
+
+class Unlisted:
+    pass
+
+
+def test_checkpoint_needing_unpickling_is_refused(tmp_path, capsys):
+    fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1")
+    ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
+    ckpt["extra"] = Unlisted()  # a class outside the weights-only allow-list
+    path = tmp_path / "pickled.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", "-c", str(DIGITS_BASE), *TINY, "--ckpt_path", str(path), "--trainer.default_root_dir", str(tmp_path)])
+    assert "--weights_only false" in str(exit_info.value.code)

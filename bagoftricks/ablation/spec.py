@@ -53,8 +53,10 @@ class Spec:
         return chain[::-1]
 
     def tricks(self, index: int) -> list[str]:
-        """The tricks switched on in step ``index``: the names of the steps in its chain that change something."""
-        return [self.steps[i].name.lstrip("+ ").strip() for i in self.chain(index) if self.steps[i].changes]
+        """The tricks switched on in step ``index``: the names of the steps in its chain that change something,
+        split at ``+`` (``cosine + LS`` is two tricks)."""
+        names = [self.steps[i].name for i in self.chain(index) if self.steps[i].changes]
+        return [part.strip() for name in names for part in name.split("+") if part.strip()]
 
 
 @dataclass(frozen=True)
