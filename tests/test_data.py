@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision.datasets.utils import calculate_md5
 from torchvision.transforms import v2
 
-from bagoftricks.data import cifar100, cub200, imagenette
+from bagoftricks.data import imagenette
 from bagoftricks.data.cifar100 import CIFAR100DataModule
 from bagoftricks.data.cub200 import CUB200DataModule
 from bagoftricks.data.images import UnreadableImageError
@@ -64,10 +64,10 @@ def _serve_fastai(monkeypatch, archive: Path, md5s: tuple[str, ...]) -> None:
     monkeypatch.setitem(imagenette.KNOWN_MD5, archive.name.removesuffix(".tgz"), md5s)
 
 
-def _serve_module(module):
+def _serve_class(datamodule):
     def serve(monkeypatch, archive: Path, md5s: tuple[str, ...]) -> None:
-        monkeypatch.setattr(module, "URL", archive.as_uri())
-        monkeypatch.setattr(module, "MD5", md5s[0])
+        monkeypatch.setattr(datamodule, "url", archive.as_uri())
+        monkeypatch.setattr(datamodule, "known_md5s", md5s)
 
     return serve
 
@@ -92,14 +92,14 @@ CASES = [
         "cifar-100-python",
         "cifar-100-python.tar.gz",
         lambda root, **kw: CIFAR100DataModule(root, val_size=8, batch_size=4, num_workers=0, **kw),
-        _serve_module(cifar100),
+        _serve_class(CIFAR100DataModule),
     ),
     Case(
         "cub200",
         "CUB_200_2011",
         "CUB_200_2011.tgz",
         lambda root, **kw: CUB200DataModule(root, val_fraction=0.5, batch_size=2, num_workers=0, image_size=SIZE, **kw),
-        _serve_module(cub200),
+        _serve_class(CUB200DataModule),
     ),
 ]
 BY_NAME = {case.name: case for case in CASES}

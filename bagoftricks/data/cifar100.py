@@ -9,12 +9,11 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR100
 
-from bagoftricks.data.base import ImageDataModule, TensorImageDataset
-from bagoftricks.data.download import missing_dataset_error, prepare_dataset
+from bagoftricks.data.base import TensorImageDataset
+from bagoftricks.data.download import DownloadableDataModule
 from bagoftricks.data.transforms import cifar_eval_transform, cifar_train_transform
 
 FOLDER = "cifar-100-python"
-URL, MD5 = CIFAR100.url, CIFAR100.tgz_md5  # cifar-100-python.tar.gz at www.cs.toronto.edu
 FILES = ("train", "test", "meta")
 
 
@@ -28,16 +27,6 @@ class CIFAR100Files(CIFAR100):
     train_list = [["train", None]]
     test_list = [["test", None]]
     meta = {"filename": "meta", "key": "fine_label_names", "md5": None}
-
-
-def check_cifar_folder(path: Path) -> None:
-    """Raise unless ``path`` holds the three pickles of the extracted archive."""
-    missing = [name for name in FILES if not (path / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{path} lacks {missing}, so it is not an extracted cifar-100-python.tar.gz: "
-            "delete it and pass --data.download true, or fix --data.root."
-        )
 
 
 def load_cifar100(root: Path, train: bool, coarse: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -62,7 +51,7 @@ def load_cifar100(root: Path, train: bool, coarse: bool) -> tuple[torch.Tensor, 
     return images, torch.tensor(labels, dtype=torch.int64), classes
 
 
-class CIFAR100DataModule(ImageDataModule):
+class CIFAR100DataModule(DownloadableDataModule):
     """CIFAR-100: 50,000 training and 10,000 test images of 32 x 32 pixels.
 
     Args:
@@ -76,6 +65,10 @@ class CIFAR100DataModule(ImageDataModule):
     """
 
     num_classes = 100
+    display_name = "CIFAR-100"
+    folder = FOLDER
+    url = CIFAR100.url  # cifar-100-python.tar.gz at www.cs.toronto.edu
+    known_md5s = (CIFAR100.tgz_md5,)
 
     def __init__(
         self,
@@ -91,32 +84,23 @@ class CIFAR100DataModule(ImageDataModule):
         image_size: int = 32,
         pin_memory: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, pin_memory)
+        super().__init__(root, download, md5, batch_size, num_workers, image_size, pin_memory)
         if val_size < 0:
             raise ValueError(f"data.val_size must be 0 (validate on test) or a positive count, got {val_size}.")
-        self.root = Path(root).expanduser()
-        self.download, self.md5, self.coarse = download, md5, coarse
+        self.coarse = coarse
         self.val_size, self.split_seed, self.auto_augment = val_size, split_seed, auto_augment
         self.num_classes = 20 if coarse else 100
 
-    def prepare_data(self) -> None:
-        prepare_dataset(
-            self.root,
-            FOLDER,
-            url=URL,
-            md5s=[self.md5 or MD5],
-            download=self.download,
-            check=check_cifar_folder,
-            dataset="CIFAR-100",
-        )
+    def check_folder(self, path: Path) -> None:
+        """Raise unless ``path`` holds the three pickles of the extracted archive."""
+        missing = [name for name in FILES if not (path / name).is_file()]
+        if missing:
+            raise self.not_extracted_error(path, f"lacks {missing}")
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "test_set"):
             return
-        path = self.root / FOLDER
-        if not path.exists():
-            raise missing_dataset_error("CIFAR-100", path)
-        check_cifar_folder(path)
+        self.dataset_path()  # the missing-dataset or layout error before any file is read
         images, labels, self.classes = load_cifar100(self.root, train=True, coarse=self.coarse)
         test_images, test_labels, _ = load_cifar100(self.root, train=False, coarse=self.coarse)
         train_tf = cifar_train_transform(self.image_size, auto_augment=self.auto_augment)

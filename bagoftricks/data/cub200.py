@@ -7,14 +7,11 @@ from typing import Literal
 
 import torch
 
-from bagoftricks.data.base import ImageDataModule, stratified_split
-from bagoftricks.data.download import missing_dataset_error, prepare_dataset
+from bagoftricks.data.base import stratified_split
+from bagoftricks.data.download import DownloadableDataModule
 from bagoftricks.data.images import ImageFileDataset, check_image_options
 from bagoftricks.data.transforms import eval_transform, resize_side, train_transform
 
-FOLDER = "CUB_200_2011"
-URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
-MD5 = "97eceeb196236b17998738112f37df78"
 TABLES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
 
 
@@ -29,16 +26,6 @@ def read_table(path: Path) -> dict[int, str]:
             raise ValueError(f"{path} line {number} is {line!r}, not '<id> <value>'.")
         table[int(key)] = value.strip()
     return table
-
-
-def check_cub_folder(path: Path) -> None:
-    """Raise unless ``path`` has the four index files and the ``images/`` folder of the archive."""
-    missing = [name for name in (*TABLES, "images") if not (path / name).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{path} lacks {missing}, so it is not an extracted CUB_200_2011.tgz: "
-            "delete it and pass --data.download true, or fix --data.root."
-        )
 
 
 def read_cub(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[str]]:
@@ -56,7 +43,7 @@ def read_cub(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], 
     return train, test, classes
 
 
-class CUB200DataModule(ImageDataModule):
+class CUB200DataModule(DownloadableDataModule):
     """CUB-200-2011 birds with ImageNet-style augmentation; labels 0-based in ``classes.txt`` order.
 
     Args:
@@ -71,6 +58,10 @@ class CUB200DataModule(ImageDataModule):
     """
 
     num_classes = 200
+    display_name = "CUB-200-2011"
+    folder = "CUB_200_2011"
+    url = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
+    known_md5s = ("97eceeb196236b17998738112f37df78",)
 
     def __init__(
         self,
@@ -90,36 +81,25 @@ class CUB200DataModule(ImageDataModule):
         cache_side: int | None = None,
         skip_corrupt: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, pin_memory)
+        super().__init__(root, download, md5, batch_size, num_workers, image_size, pin_memory)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in [0, 1) (0: validate on test), got {val_fraction}.")
         check_image_options(cache, auto_augment)
-        self.root = Path(root).expanduser()
-        self.download, self.md5 = download, md5
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.auto_augment, self.color_jitter, self.pca_lighting = auto_augment, color_jitter, pca_lighting
         self.cache, self.skip_corrupt = cache, skip_corrupt
         self.cache_side = cache_side or resize_side(image_size)
 
-    def prepare_data(self) -> None:
-        prepare_dataset(
-            self.root,
-            FOLDER,
-            url=URL,
-            md5s=[self.md5 or MD5],
-            download=self.download,
-            check=check_cub_folder,
-            dataset="CUB-200-2011",
-        )
+    def check_folder(self, path: Path) -> None:
+        """Raise unless ``path`` has the four index files and the ``images/`` folder of the archive."""
+        missing = [name for name in (*TABLES, "images") if not (path / name).exists()]
+        if missing:
+            raise self.not_extracted_error(path, f"lacks {missing}")
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "test_set"):
             return
-        path = self.root / FOLDER
-        if not path.exists():
-            raise missing_dataset_error("CUB-200-2011", path)
-        check_cub_folder(path)
-        train, test, self.classes = read_cub(path)
+        train, test, self.classes = read_cub(self.dataset_path())
         eval_tf = eval_transform(self.image_size)
         self.test_set = self._dataset(test, eval_tf, "test")
         if self.val_fraction > 0:
@@ -141,6 +121,6 @@ class CUB200DataModule(ImageDataModule):
 
     def _dataset(self, samples: list[tuple[str, int]], transform, split: str) -> ImageFileDataset:
         dataset = ImageFileDataset(samples, transform, skip_corrupt=self.skip_corrupt)
-        cache_file = self.root / ".cache" / f"{FOLDER}-{split}"
+        cache_file = self.root / ".cache" / f"{self.folder}-{split}"
         dataset.prepare(self.cache, side=self.cache_side, num_workers=self.num_workers, cache_file=cache_file)
         return dataset

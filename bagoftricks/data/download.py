@@ -1,5 +1,9 @@
 """Download, verify and safely extract a dataset archive, so no half-extracted folder is ever left.
 
+:class:`DownloadableDataModule` is the DataModule side of it: a dataset that comes as one archive
+declares its folder, url, checksums and layout check, and inherits ``prepare_data`` and the checks
+``setup`` starts with.
+
 Hand-written around torch/torchvision pieces because torchvision's ``download_and_extract_archive``
 writes the archive in place, extracts without tarfile's safety filter, and accepts one checksum
 only, while the fast.ai archives have been re-uploaded with new checksums more than once.
@@ -20,6 +24,8 @@ from urllib.parse import urlparse
 from torch.hub import download_url_to_file
 from torchvision.datasets.utils import calculate_md5
 
+from bagoftricks.data.base import ImageDataModule
+
 
 class DataError(RuntimeError):
     """A problem with dataset files that the user can fix; the message says how."""
@@ -30,6 +36,70 @@ def missing_dataset_error(dataset: str, path: Path) -> FileNotFoundError:
         f"{dataset} not found at {path}: pass --data.download true to download it, "
         f"or set --data.root to the folder that holds {path.name}."
     )
+
+
+class DownloadableDataModule(ImageDataModule):
+    """An :class:`ImageDataModule` whose images come from one archive extracted into ``root``.
+
+    A subclass declares the archive, as class attributes or properties: ``folder`` (its top
+    folder), ``url``, ``known_md5s`` (every published checksum), ``display_name`` (for error
+    messages) and ``check_folder(path)``, which raises unless ``path`` has the extracted layout.
+    Its ``__init__`` keeps every argument explicit, because the CLI reads it, and passes
+    ``root``, ``download`` and ``md5`` (documented there) on to this one.
+    """
+
+    folder: str
+    url: str
+    known_md5s: Sequence[str]
+    display_name: str
+
+    def __init__(
+        self,
+        root: str,
+        download: bool,
+        md5: str | None,
+        batch_size: int,
+        num_workers: int | None,
+        image_size: int,
+        pin_memory: bool,
+    ) -> None:
+        super().__init__(batch_size, num_workers, image_size, pin_memory)
+        self.root = Path(root).expanduser()
+        self.download, self.md5 = download, md5
+
+    def check_folder(self, path: Path) -> None:
+        """Raise unless ``path`` holds the extracted archive's layout, naming what is missing and the fix."""
+        raise NotImplementedError(f"{type(self).__name__} must say how to check its extracted folder.")
+
+    def not_extracted_error(self, path: Path, problem: str) -> FileNotFoundError:
+        """The error ``check_folder`` raises: ``problem`` says what ``path`` lacks, e.g. ``"has no train/ folder"``."""
+        archive = Path(urlparse(self.url).path).name
+        return FileNotFoundError(
+            f"{path} {problem}, so it is not an extracted {archive}: "
+            "delete it and pass --data.download true, or fix --data.root."
+        )
+
+    def prepare_data(self) -> None:
+        prepare_dataset(
+            self.root,
+            self.folder,
+            url=self.url,
+            md5s=[self.md5] if self.md5 else self.known_md5s,
+            download=self.download,
+            check=self.check_folder,
+            dataset=self.display_name,
+        )
+
+    def dataset_path(self) -> Path:
+        """``root/folder`` once it is known to hold the dataset; the missing-dataset or layout error otherwise.
+
+        ``setup`` starts here: it runs on every process, ``prepare_data`` on one per node only.
+        """
+        path = self.root / self.folder
+        if not path.exists():
+            raise missing_dataset_error(self.display_name, path)
+        self.check_folder(path)
+        return path
 
 
 def prepare_dataset(

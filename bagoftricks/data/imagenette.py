@@ -14,8 +14,7 @@ from typing import Literal
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from bagoftricks.data.base import ImageDataModule
-from bagoftricks.data.download import missing_dataset_error, prepare_dataset
+from bagoftricks.data.download import DownloadableDataModule
 from bagoftricks.data.images import ImageFileDataset, check_image_options
 from bagoftricks.data.transforms import eval_transform, resize_side, train_transform
 
@@ -83,7 +82,7 @@ def read_noisy_labels(csv_path: Path, noisy_labels: int) -> dict[str, str]:
         return {row["path"]: row[column] for row in reader}
 
 
-class ImagenetteDataModule(ImageDataModule):
+class ImagenetteDataModule(DownloadableDataModule):
     """Imagenette (10 easy ImageNet classes; ~9.5k train, ~3.9k val images), official split.
 
     There is no test split: ``test`` evaluates on ``val``, as the fast.ai leaderboard does.
@@ -107,6 +106,7 @@ class ImagenetteDataModule(ImageDataModule):
     """
 
     num_classes = 10
+    display_name = "Imagenette"
     dataset_name = "imagenette2"
     noisy_csv = "noisy_imagenette.csv"
     wnids = sorted(IMAGENETTE_CLASSES)
@@ -130,14 +130,13 @@ class ImagenetteDataModule(ImageDataModule):
         cache_side: int | None = None,
         skip_corrupt: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, pin_memory)
+        super().__init__(root, download, md5, batch_size, num_workers, image_size, pin_memory)
         if size not in SIZES:
             raise ValueError(f"data.size must be one of {SIZES}, got {size!r}.")
         if noisy_labels not in NOISE_LEVELS:
             raise ValueError(f"data.noisy_labels must be one of {NOISE_LEVELS} (percent), got {noisy_labels!r}.")
         check_image_options(cache, auto_augment)
-        self.root = Path(root).expanduser()
-        self.size, self.noisy_labels, self.download, self.md5 = size, noisy_labels, download, md5
+        self.size, self.noisy_labels = size, noisy_labels
         self.auto_augment, self.color_jitter, self.pca_lighting = auto_augment, color_jitter, pca_lighting
         self.cache, self.skip_corrupt = cache, skip_corrupt
         self.cache_side = cache_side or resize_side(image_size)
@@ -149,28 +148,22 @@ class ImagenetteDataModule(ImageDataModule):
         return self.dataset_name if self.size == "full" else f"{self.dataset_name}-{self.size.removesuffix('px')}"
 
     @property
+    def url(self) -> str:
+        return f"{BASE_URL}{self.folder}.tgz"
+
+    @property
+    def known_md5s(self) -> tuple[str, ...]:
+        return KNOWN_MD5[self.folder]
+
+    @property
     def path(self) -> Path:
         return self.root / self.folder
-
-    def prepare_data(self) -> None:
-        prepare_dataset(
-            self.root,
-            self.folder,
-            url=f"{BASE_URL}{self.folder}.tgz",
-            md5s=[self.md5] if self.md5 else KNOWN_MD5[self.folder],
-            download=self.download,
-            check=self.check_folder,
-            dataset=type(self).__name__.removesuffix("DataModule"),
-        )
 
     def check_folder(self, path: Path) -> None:
         """Raise unless ``path`` has ``train/`` and ``val/`` with only known wnid folders (and the csv if needed)."""
         for split in ("train", "val"):
             if not (path / split).is_dir():
-                raise FileNotFoundError(
-                    f"{path} has no {split}/ folder, so it is not an extracted {self.folder}.tgz: "
-                    "delete it and pass --data.download true, or fix --data.root."
-                )
+                raise self.not_extracted_error(path, f"has no {split}/ folder")
             unknown = sorted(d.name for d in (path / split).iterdir() if d.is_dir() and d.name not in self.wnid_to_idx)
             if unknown:
                 raise ValueError(
@@ -200,9 +193,7 @@ class ImagenetteDataModule(ImageDataModule):
         return relabeled
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.path.exists():
-            raise missing_dataset_error(type(self).__name__.removesuffix("DataModule"), self.path)
-        self.check_folder(self.path)
+        self.dataset_path()  # checked on every call: a later stage may ask for a split not yet built
         if stage in (None, "fit") and not hasattr(self, "train_set"):
             transform = train_transform(
                 self.image_size,
@@ -233,6 +224,7 @@ class ImagewoofDataModule(ImagenetteDataModule):
     noisy labels come from ``noisy_imagewoof.csv``.
     """
 
+    display_name = "Imagewoof"
     dataset_name = "imagewoof2"
     noisy_csv = "noisy_imagewoof.csv"
     wnids = sorted(IMAGEWOOF_CLASSES)
