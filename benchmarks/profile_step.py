@@ -1,0 +1,144 @@
+"""Where the library's training step time goes: torch.profiler self time by kind of op.
+
+    python benchmarks/profile_step.py --threads 1                  # the two cases of throughput.py
+    python benchmarks/profile_step.py --model resnet50d --batch-size 8 --steps 5
+    python benchmarks/profile_step.py --library-args "--model.optimizer torch.optim.AdamW --model.optimizer.fused true"
+    python benchmarks/profile_step.py --quick                      # a smoke run
+
+The same ``bagoftricks fit`` defaults and random in-memory data as ``throughput.py``, profiled for
+``--steps`` steps after ``--warmup``. Every op's own (self) time is put in one bin: the optimizer
+(its step and zero_grad), convolutions, batch norm, the fc matmul, elementwise ops, or Python
+outside any op (Lightning's loop, hooks, logging). The convolutions' FLOP/s (3 x forward MACs x 2
+per image, over their own time) are set against a 2048 x 2048 matmul's, which shows how much of
+the gap between a step's FLOP/s and the matmul's is the convolutions' own efficiency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import lightning as L
+import torch
+
+# A sibling script, not a package: `python benchmarks/profile_step.py` puts benchmarks/ on sys.path.
+from throughput import (
+    COMPUTE_DTYPES,
+    NUM_CLASSES,
+    Alternate,
+    Case,
+    Matmul,
+    SyntheticData,
+    library_argv,
+    quiet,
+    select_cases,
+    synthetic_data,
+)
+
+from bagoftricks.cli import cli_main
+from bagoftricks.models import create_model, model_stats
+
+
+class ProfilerStep(L.Callback):
+    """Marks each training step for torch.profiler's schedule, and the module's training_step as a
+    region: Lightning runs it inside ``optimizer.step(closure)``, so only the region tells the
+    optimizer's own ops from the forward's."""
+
+    def __init__(self, profiler) -> None:
+        self.profiler = profiler
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        step = pl_module.training_step
+
+        def training_step(*args, **kwargs):
+            with torch.profiler.record_function("training_step"):
+                return step(*args, **kwargs)
+
+        pl_module.training_step = training_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx:
+            self.profiler.step()
+
+
+def op_kind(event) -> str:
+    """What an op's own time was spent on, from its name and the regions it ran in."""
+    chain, parent = [], event
+    while parent is not None:
+        chain.append(parent.name)
+        parent = parent.cpu_parent
+    name = event.name
+    if name.startswith("ProfilerStep"):
+        return "outside any op (Python: Lightning, hooks, logging)"
+    in_step = any(n == "training_step" or n.startswith("autograd::engine") for n in chain)
+    if not in_step and any(n.startswith("Optimizer.") for n in chain):
+        return "optimizer step and zero_grad"
+    if "conv" in name:
+        return "convolution, forward + backward"
+    if "batch_norm" in name:
+        return "batch norm, forward + backward"
+    if name in ("aten::mm", "aten::addmm"):
+        return "matmul (the fc layer)"
+    if not name.startswith("aten::"):
+        return "own time of named regions (Python)"
+    return "elementwise, pooling, copies, loss"
+
+
+def profile_library(case: Case, args) -> None:
+    """Where the library's step time goes: torch.profiler self time by kind of op, per step."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    device = torch.device(args.device)
+    steps = max(1, args.warmup) + args.steps + 1
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    plan = schedule(wait=0, warmup=max(1, args.warmup), active=args.steps, repeat=1)
+    with tempfile.TemporaryDirectory() as root, profile(activities=activities, schedule=plan) as profiler:
+        cli = cli_main(library_argv(case, args, root), run=False)
+        cli.trainer.callbacks[:0] = [ProfilerStep(profiler), Alternate(device, stop_after=steps + 1)]
+        cli.trainer.fit(cli.model, datamodule=SyntheticData(*synthetic_data(case, steps + 2), case.batch_size, device))
+    events = profiler.events()
+    profiled = [e for e in events if e.name.startswith("ProfilerStep")]
+    seconds = sum(e.cpu_time_total for e in profiled) / 1e6 / len(profiled)
+    spent: dict[str, float] = {}
+    for event in events:
+        own = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        spent[op_kind(event)] = spent.get(op_kind(event), 0.0) + own / 1e6 / len(profiled)  # us -> s per step
+    macs = model_stats(create_model(case.model, NUM_CLASSES, **case.kwargs), case.image_size)["macs"]
+    matmul = Matmul(device, 1.0, COMPUTE_DTYPES.get(args.precision, torch.float32))
+    matmul.step()
+    print(f"library step under torch.profiler, {len(profiled)} steps: {1e3 * seconds:.0f} ms "
+          f"({'device' if device.type == 'cuda' else 'CPU'} self time by kind of op)")  # fmt: skip
+    for kind, t in sorted(spent.items(), key=lambda item: -item[1]):
+        print(f"  {kind:<52} {1e3 * t:7.1f} ms {100 * t / seconds:5.1f}%")
+    conv = spent.get("convolution, forward + backward")
+    if conv:
+        print(f"  the convolutions alone run at {6 * macs * case.batch_size / conv / 1e9:.1f} GFLOP/s = "
+              f"{6 * macs * case.batch_size / conv / matmul.rates[0]:.2f} of the matmul's "
+              f"{matmul.rates[0] / 1e9:.1f} G")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="one model instead of throughput.py's two cases (e.g. resnet50d)")
+    parser.add_argument("--batch-size", type=int, help="images per step (default: the case's)")
+    parser.add_argument("--image-size", type=int, help="pixels (default: the case's; 128 for a --model)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision: 32-true, 16-mixed, bf16-mixed")
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps")
+    parser.add_argument("--warmup", type=int, default=1, help="unprofiled steps before them")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--library-args", default="", metavar="ARGS", help="more `bagoftricks fit` flags")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one step: a smoke test of the script")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.steps, args.warmup = 1, 1
+    quiet()
+    for case in select_cases(args):
+        print(f"\n{case}, {args.device}, {args.precision}, {torch.get_num_threads()} CPU threads")
+        profile_library(case, args)
+
+
+if __name__ == "__main__":
+    main()
