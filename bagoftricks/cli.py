@@ -6,12 +6,25 @@ import os
 import pickle
 import sys
 
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
 from bagoftricks.callbacks import LRSchedule
 from bagoftricks.data import DataError, ImageDataModule
 from bagoftricks.module import ClassificationModule
+
+
+class WandbConfigCallback(SaveConfigCallback):
+    """config.yaml as usual, and the resolved config into W&B runs (LightningCLI does not: Lightning issue 19728)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if loggers:
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            for logger in loggers:
+                logger.experiment.config.update(config, allow_val_change=True)
 
 
 class BagOfTricksCLI(LightningCLI):
@@ -48,6 +61,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
         auto_configure_optimizers=False,  # the module builds its own optimizer groups
         # Each logged run has its own version folder; without a logger, validate/test would
         # otherwise refuse to run twice in the same folder.
+        save_config_callback=WandbConfigCallback,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
         trainer_defaults={"log_every_n_steps": 1},  # raw per-step values, as the paper's curves need

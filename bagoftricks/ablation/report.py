@@ -17,6 +17,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # One row per run; metrics in percent (top-1/top-5) as the paper reports them.
 COLUMNS = (
@@ -72,9 +73,12 @@ def last_value(rows: list[dict[str, float]], key: str) -> float | None:
     return values[-1] if values else None
 
 
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
 def summarize_run(rows: list[dict[str, float]]) -> dict[str, Any]:
     """Metrics of one finished run from its logged rows (percent for accuracies)."""
-    pct = lambda v: None if v is None else 100 * v  # noqa: E731
     val_top1 = per_epoch(rows, "val/top1")
     curve = [100 * val_top1[e] for e in sorted(val_top1)]
     times = per_epoch(rows, "time/epoch_s")
@@ -82,10 +86,10 @@ def summarize_run(rows: list[dict[str, float]]) -> dict[str, Any]:
     return {
         "val_top1": curve[-1] if curve else None,
         "val_top1_best": max(curve) if curve else None,
-        "val_top5": pct(last_value(rows, "val/top5")),
+        "val_top5": _percent(last_value(rows, "val/top5")),
         "val_loss": last_value(rows, "val/loss"),
-        "test_top1": pct(last_value(rows, "test/top1")),
-        "test_top5": pct(last_value(rows, "test/top5")),
+        "test_top1": _percent(last_value(rows, "test/top1")),
+        "test_top5": _percent(last_value(rows, "test/top5")),
         "epochs": epochs,
         "time_per_epoch_s": statistics.fmean(times.values()) if times else None,
         "val_top1_curve": curve,
@@ -178,32 +182,29 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
+def _delta(top1: dict[str, list[float]], name: str, other: str) -> tuple[float | None, float | None]:
+    """Difference of mean top-1 of step ``name`` minus step ``other``, and its 95% Welch half-width."""
+    if not other or other == name or other not in top1:
+        return None, None
+    return mean_ci(top1[name])[0] - mean_ci(top1[other])[0], welch_half_width(top1[name], top1[other])
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[StepSummary]:
     """One summary per step (in spec order) from the rows of ``results.csv``."""
     by_step: dict[str, list[dict[str, Any]]] = {}
     for row in sorted(rows, key=lambda r: (r["step_index"], r["seed"])):
         by_step.setdefault(row["step"], []).append(row)
     top1 = {name: [r["val_top1"] for r in group if r["val_top1"] is not None] for name, group in by_step.items()}
-    base = next(iter(by_step), None)
+    base = next(iter(by_step), "")
     summaries = []
     for name, group in by_step.items():
         mean, std, ci = mean_ci(top1[name])
         parent = group[0]["parent"] or ""
-
-        def delta(other: str) -> tuple[float | None, float | None]:
-            if not other or other == name or other not in top1:
-                return None, None
-            return mean - mean_ci(top1[other])[0], welch_half_width(top1[name], top1[other])
-
-        dp, dp_hw = delta(parent)
-        db, db_hw = delta(base or "")
-        summaries.append(
-            StepSummary(
-                int(group[0]["step_index"]), name, parent, len(top1[name]), top1[name], mean, std, ci,
-                dp, dp_hw, db, db_hw, _mean(group, "val_top5"), _mean(group, "test_top1"),
-                _mean(group, "time_per_epoch_s"), _mean(group, "params"), _mean(group, "macs"),
-            )  # fmt: skip
-        )
+        summary = StepSummary(int(group[0]["step_index"]), name, parent, len(top1[name]), top1[name], mean, std, ci,
+                              *_delta(top1, name, parent), *_delta(top1, name, base),
+                              _mean(group, "val_top5"), _mean(group, "test_top1"),
+                              _mean(group, "time_per_epoch_s"), _mean(group, "params"), _mean(group, "macs"))  # fmt: skip
+        summaries.append(summary)
     return summaries
 
 
@@ -218,7 +219,7 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
     return "" if value is None or math.isnan(value) else format(value, fmt)
 
 
-def _delta(value: float | None, half_width: float | None) -> str:
+def _delta_cell(value: float | None, half_width: float | None) -> str:
     if value is None:
         return ""
     return f"{value:+.2f}" + (" ~" if within_noise(value, half_width) else "")
@@ -233,7 +234,8 @@ def table_rows(summaries: list[StepSummary]) -> tuple[list[str], list[list[str]]
     for s in summaries:
         top1 = _num(s.top1_mean) + (f" ± {_num(s.top1_std)}" if not math.isnan(s.top1_std) else "")
         ci = f"±{_num(s.top1_ci)}" if not math.isnan(s.top1_ci) else ""
-        cells = [str(s.index), s.name, str(s.n), top1, ci, _delta(s.delta_prev, s.delta_prev_hw), _delta(s.delta_base, s.delta_base_hw)]
+        cells = [str(s.index), s.name, str(s.n), top1, ci]
+        cells += [_delta_cell(s.delta_prev, s.delta_prev_hw), _delta_cell(s.delta_base, s.delta_base_hw)]
         cells += [_num(s.top5_mean)] + [_num(s.test_top1_mean)] * has_test
         cells += [_num(s.time_per_epoch_s, ".1f"), _num(s.params / 1e6), _num(s.macs / 1e9, ".3f")]
         rows.append(cells)
@@ -258,7 +260,10 @@ def print_table(summaries: list[StepSummary], title: str | None = None, console=
         table.add_column(name, justify="left" if i == 1 else "right")
     for row in rows:
         table.add_row(*row)
-    (console or Console()).print(table)
+    console = console or Console()
+    if not console.is_terminal:  # a log file or a pipe: wide enough not to wrap the cells
+        console = Console(file=console.file, width=max(console.width, 180))
+    console.print(table)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -274,8 +279,8 @@ def figure_top1(summaries: list[StepSummary]) -> Figure:
     """Top-1 per step, error bars = sample std over seeds, each seed as a dot."""
     figure, ax = _figure(max(5.0, 0.8 * len(summaries) + 2))
     x = list(range(len(summaries)))
-    ax.errorbar(x, [s.top1_mean for s in summaries], yerr=[0 if math.isnan(s.top1_std) else s.top1_std for s in summaries],
-                fmt="o-", capsize=4, label="mean ± std")  # fmt: skip
+    std = [0.0 if math.isnan(s.top1_std) else s.top1_std for s in summaries]
+    ax.errorbar(x, [s.top1_mean for s in summaries], yerr=std, fmt="o", capsize=4, label="mean ± std")
     for i, s in zip(x, summaries):
         ax.plot([i] * len(s.top1), s.top1, ".", color="gray", alpha=0.6)
     ax.set_xticks(x, [s.name for s in summaries], rotation=30, ha="right")
@@ -296,6 +301,7 @@ def figure_val_curves(out_dir: str | os.PathLike, rows: list[dict[str, Any]]) ->
         length = min(len(c) for c in runs)
         mean = [statistics.fmean(c[e] for c in runs) for e in range(length)]
         ax.plot(range(1, length + 1), mean, marker="o", label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("val top-1 (%), mean over seeds")
     ax.grid(alpha=0.3)

@@ -12,6 +12,8 @@ import os
 import shutil
 import sys
 import time
+import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
-from bagoftricks.ablation.spec import Run, Spec, load_spec, plan, sweep_config
+from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, sweep_config
+from bagoftricks.cli import cli_main
+from bagoftricks.models import model_stats
 
 
 class EpochTimer(Callback):
@@ -39,13 +43,20 @@ class EpochTimer(Callback):
 
 @contextlib.contextmanager
 def quiet_lightning():
-    """Lightning's per-run INFO lines (devices, seeds, param groups) times 24 runs would bury the progress line."""
+    """Lightning's per-run INFO lines (devices, seeds, param groups) times 24 runs would bury the progress line.
+
+    Each distinct warning is shown once per ablation, not once per run (Lightning's own filter changes
+    reset Python's once-per-location memory), unless the user chose warning filters with ``-W``.
+    """
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            if not sys.warnoptions:
+                warnings.simplefilter("once")
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
@@ -86,23 +97,18 @@ def _wandb_id(run: Run, resuming: bool) -> str | None:
     path = run.run_dir / "wandb-id"
     if resuming and path.is_file():
         return path.read_text().strip()
-    import wandb
-
-    path.write_text(run_id := wandb.util.generate_id())
+    path.write_text(run_id := uuid.uuid4().hex[:8])
     return run_id
 
 
-def _log_config_to_wandb(cli, spec: Spec, run: Run) -> None:
-    """The complete resolved config into the W&B run (LightningCLI does not log it: Lightning issue 19728)."""
+def _log_ablation_to_wandb(cli, spec: Spec, run: Run) -> None:
+    """The run's place in the ablation into its W&B config (``WandbConfigCallback`` logs the resolved config)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    loggers = [logger for logger in cli.trainer.loggers if isinstance(logger, WandbLogger)]
-    if not loggers:
-        return
-    config = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
-    config["ablation"] = {"spec": str(spec.path), "step": run.step, "seed": run.seed, "tricks": list(run.tricks)}
-    for logger in loggers:
-        logger.experiment.config.update(config, allow_val_change=True)
+    ablation = {"spec": str(spec.path), "step": run.step, "seed": run.seed, "tricks": list(run.tricks)}
+    for logger in cli.trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.config.update({"ablation": ablation}, allow_val_change=True)
 
 
 @contextlib.contextmanager
@@ -123,19 +129,18 @@ def _has_own_test_set(datamodule) -> bool:
 
 def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
     """Train one run (resuming it if it was killed), write its ``result.json`` and return it."""
-    from bagoftricks.cli import cli_main  # cli imports this package's parent; imported late to avoid a cycle
-    from bagoftricks.models import model_stats
-
     last = _prepare_run_dir(run.run_dir)
     start = time.perf_counter()
     try:
         # run=False: the CLI builds model, data and trainer exactly as `bagoftricks fit ARGS` would,
         # and this function calls fit itself, with the timer and the resume checkpoint.
-        with _bare_argv():
+        with _bare_argv(), warnings.catch_warnings():
+            # The folder holds the W&B id or, resuming, the checkpoints; the CSVLogger's warning does not apply.
+            warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
             cli = cli_main(run.fit_args(_wandb_id(run, last is not None)), run=False)
         trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
         trainer.callbacks.append(EpochTimer())
-        _log_config_to_wandb(cli, spec, run)
+        _log_ablation_to_wandb(cli, spec, run)
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None)
         if not trainer.state.finished:
             raise RuntimeError(f"Training of {run.run_dir} stopped before its end ({trainer.state.status}).")
@@ -180,42 +185,15 @@ def finished_results(runs: list[Run]) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for run in runs if (path := run.run_dir / "result.json").is_file()]
 
 
-def ablate(
-    spec_path: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    seeds: list[int] | None = None,
-    dry_run: bool = False,
-    export_sweep: str | os.PathLike | None = None,
-    only: list[int] | None = None,
-    wandb: bool = False,
-    overrides: dict[str, Any] | None = None,
-    console: Console | None = None,
-) -> Path:
-    """Run (or print, or export) an ablation spec; return its output folder."""
-    console = console or Console()
-    spec = load_spec(spec_path)
-    out_dir = Path(out) if out is not None else Path("runs") / spec.name
-    runs = plan(spec, out_dir, seeds, wandb=wandb, extra=overrides)
-    for index in only or []:
-        if not 0 <= index < len(runs):
-            raise ValueError(f"--only {index} is out of range: {spec.path} has {len(runs)} runs (0 to {len(runs) - 1}).")
-    selected = [runs[i] for i in only] if only else runs
-    if export_sweep is not None:
-        args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
-        args += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")]
-        sweep = sweep_config(spec.path, runs, spec.name, args)
-        header = f"# wandb sweep {export_sweep}  # then: wandb agent ENTITY/PROJECT/SWEEP_ID (one run of {spec.path} per agent call)\n"
-        atomic_write(Path(export_sweep), header + yaml.safe_dump(sweep, sort_keys=False))
-        console.print(f"W&B sweep over {len(runs)} runs written to {export_sweep}.")
-    if dry_run:
-        for run in selected:
-            print(run.command())
-        return out_dir
-    if export_sweep is not None:
-        return out_dir
-    if any(run.wandb is not None for run in runs):
-        default_wandb_offline(console)
+def write_sweep(path: str | os.PathLike, spec: Spec, runs: list[Run], cli_args: list[str]) -> None:
+    """A W&B grid sweep over the run indices (see ``spec.sweep_config``)."""
+    sweep = sweep_config(spec.path, runs, spec.name, cli_args)
+    header = f"# wandb sweep {path}  # then: wandb agent ENTITY/PROJECT/SWEEP_ID (each agent call trains one run of {spec.path})\n"
+    atomic_write(Path(path), header + yaml.safe_dump(sweep, sort_keys=False))
 
+
+def unfinished(selected: list[Run], console: Console) -> list[Run]:
+    """The runs without a result.json; warns about finished runs whose settings differ from the spec's now."""
     todo = []
     for run in selected:
         path = run.run_dir / "result.json"
@@ -227,26 +205,66 @@ def ablate(
             console.print(f"[yellow]warning:[/] {run.run_dir} was finished with other settings; delete it to rerun it.")
     if len(todo) < len(selected):
         console.print(f"{len(selected) - len(todo)} of {len(selected)} runs already finished (result.json): skipped.")
-    n = len(runs)
-    with quiet_lightning(), Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-        TimeRemainingColumn(), console=console,
-    ) as progress:  # fmt: skip
+    return todo
+
+
+def run_all(spec: Spec, runs: list[Run], todo: list[Run], out_dir: Path, console: Console) -> None:
+    """Train ``todo`` one after the other under one progress line; results.csv is whole after each."""
+    if not todo:
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with quiet_lightning(), Progress(*columns, TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task(spec.name, total=len(todo))
         for run in todo:
-            progress.update(task, description=f"run {run.index + 1}/{n}  {run.step}  seed {run.seed}")
+            label = f"run {run.index + 1}/{len(runs)}  {run.step}  seed {run.seed}"
+            progress.update(task, description=label)
             try:
                 result = execute(run, spec, out_dir)
             finally:
-                write_results_csv(out_dir, finished_results(runs))  # whole after every run, even a failed one
+                write_results_csv(out_dir, finished_results(runs))  # also after a failed run
             top1 = "n/a" if result["val_top1"] is None else f"{result['val_top1']:.2f}%"
             resumed = ", resumed" if result["resumed_from"] else ""
-            progress.console.print(
-                f"run {run.index + 1}/{n}  {run.step}  seed {run.seed}: val top-1 {top1}  ({result['wall_time_s']:.0f} s{resumed})"
-            )
+            progress.console.print(f"{label}: val top-1 {top1}  ({result['wall_time_s']:.0f} s{resumed})")
             progress.advance(task)
-    write_results_csv(out_dir, finished_results(runs))
-    if finished_results(runs):
+
+
+def ablate(
+    spec_path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    seeds: list[int] | None = None,
+    dry_run: bool = False,
+    export_sweep: str | os.PathLike | None = None,
+    only: list[int] | None = None,
+    wandb: bool = False,
+    overrides: dict[str, Any] | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Run (or with ``dry_run`` print, or with ``export_sweep`` export) an ablation spec; return its output folder."""
+    console = console or Console()
+    spec = load_spec(spec_path)
+    out_dir = Path(out) if out is not None else Path("runs") / spec.name
+    runs = plan(spec, out_dir, seeds, wandb=wandb, extra=overrides)
+    for index in only or []:
+        if not 0 <= index < len(runs):
+            raise ValueError(f"--only {index} is out of range: {spec.path} has {len(runs)} runs (0 to {len(runs) - 1}).")
+    selected = [runs[i] for i in only] if only else runs
+    if export_sweep is not None:
+        args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
+        args += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={one_line(value)}")]
+        write_sweep(export_sweep, spec, runs, args)
+        console.print(f"W&B sweep over {len(runs)} runs written to {export_sweep}.")
+    if dry_run:
+        for run in selected:
+            print(run.command())
+    if dry_run or export_sweep is not None:
+        return out_dir
+
+    if any(run.wandb is not None for run in runs):
+        default_wandb_offline(console)
+    run_all(spec, runs, unfinished(selected, console), out_dir, console)
+    results = finished_results(runs)
+    write_results_csv(out_dir, results)
+    if results:
         summaries = write_report(out_dir, title=spec.name)
         print_table(summaries, title=spec.name, console=console)
         console.print(f"Results in {out_dir}: results.csv, results.md, top1.png, val_curves.png, lr.png.")
@@ -268,7 +286,8 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def ablate_main(argv: list[str] | None = None) -> Path:
-    """``bagoftricks ablate SPEC [--out DIR] [--seeds 0,1,2] [--only N,...] [--dry-run] [--export-sweep FILE] [--wandb] [--set KEY=VALUE]``."""
+    """``bagoftricks ablate SPEC [--out DIR] [--seeds 0,1,2] [--only N,...] [--dry-run] [--export-sweep FILE]
+    [--wandb] [--set KEY=VALUE]``; the flags are described in the package docstring."""
     parser = argparse.ArgumentParser(
         prog="bagoftricks ablate",
         description="Train every step x seed of an ablation spec, then write results.csv, results.md and plots.",
@@ -280,8 +299,14 @@ def ablate_main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--dry-run", action="store_true", help="print each run's `bagoftricks fit` command; run nothing")
     parser.add_argument("--export-sweep", metavar="FILE", help="write a W&B grid sweep over the run indices; run nothing")
     parser.add_argument("--wandb", action="store_true", help="log every run to W&B as well (offline without credentials)")
-    parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                        help="override a CLI key in every run, after the spec (e.g. data.root=/datasets)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a CLI key in every run, after the spec (e.g. data.root=/datasets)",
+    )
     args = parser.parse_args(argv)
     return ablate(
         args.spec,

@@ -56,7 +56,7 @@ class Spec:
         """The tricks switched on in step ``index``: the names of the steps in its chain that change something,
         split at ``+`` (``cosine + LS`` is two tricks)."""
         names = [self.steps[i].name for i in self.chain(index) if self.steps[i].changes]
-        return [part.strip() for name in names for part in name.split("+") if part.strip()]
+        return list(dict.fromkeys(part.strip() for name in names for part in name.split("+") if part.strip()))
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,9 @@ def _set(spec_path: Path, value: Any, where: str) -> dict[str, Any]:
         raise ValueError(f"{spec_path}: {where} `set` must be a mapping of CLI keys to values, such as {{trainer.max_epochs: 10}}.")
     for key in value:
         if not isinstance(key, str) or key.startswith("-") or not key:
-            raise ValueError(f"{spec_path}: {where} `set` key {key!r} must be a dotted CLI key without dashes, such as model.label_smoothing.")
+            raise ValueError(
+                f"{spec_path}: {where} `set` key {key!r} must be a dotted CLI key without dashes, such as model.label_smoothing."
+            )
         if key in RUNNER_KEYS:
             raise ValueError(f"{spec_path}: {where} `set` names {key}, which the ablation chooses per run; remove it.")
     return dict(value)

@@ -1,0 +1,390 @@
+"""`bagoftricks ablate`: a tiny digits ablation end to end, its statistics by hand, skip/resume/crash
+behaviour, dry runs and sweeps, W&B offline runs, the report notebook, and every shipped spec."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shlex
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import DIGITS_BASE, EXPERIMENTS, ROOT
+from miniatures import make_cifar100, make_cub200, make_imagenette
+from scipy.stats import t as student_t
+
+from bagoftricks import ClassificationModule
+from bagoftricks.ablation import (
+    ablate,
+    ablate_main,
+    load_spec,
+    mean_ci,
+    plan,
+    summarize,
+    welch_half_width,
+)
+from bagoftricks.ablation import runner as ablation_runner
+from bagoftricks.cli import cli_main, main
+
+# Fast-run-sized: one epoch of 2 batches of 16 digits at 16 px.
+TINY_SET = {
+    "trainer.max_epochs": 1,
+    "trainer.limit_train_batches": 2,
+    "trainer.limit_val_batches": 1,
+    "trainer.limit_test_batches": 1,
+    "data.batch_size": 16,
+    "data.image_size": 16,
+    # One checkpoint write per epoch: the latest (no monitor), and last.ckpt a link to it.
+    "checkpoint.monitor": None,
+    "checkpoint.save_last": "link",
+}
+TINY_STEPS = [{"name": "baseline"}, {"name": "+label smoothing", "set": {"model.label_smoothing": 0.1}}]
+SHIPPED_SPECS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if "steps" in (yaml.safe_load(p.read_text()) or {}))
+
+
+def write_spec(path: Path, steps=TINY_STEPS, seeds=(0, 1), **extra) -> Path:
+    spec = {"base": str(DIGITS_BASE), "seeds": list(seeds), "set": dict(TINY_SET), "steps": steps, **extra}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A finished 2-step x 2-seed digits ablation: (spec path, output folder)."""
+    root = tmp_path_factory.mktemp("ablation")
+    spec = write_spec(root / "tiny.yaml", keep_checkpoints=False)
+    out = ablate(spec, out=root / "out")
+    return spec, out
+
+
+def test_outputs_exist(tiny):
+    _, out = tiny
+    for name in ("results.csv", "results.md", "top1.png", "val_curves.png", "lr.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = read_csv(out / "results.csv")
+    assert [(r["step"], r["seed"]) for r in rows] == [(step, seed) for step in ("baseline", "+label smoothing") for seed in "01"]
+    for row in rows:
+        run_dir = out / row["run_dir"]
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["seed_everything"] == int(row["seed"])
+        assert config["model"]["label_smoothing"] == (0.1 if row["step"] == "+label smoothing" else 0.0)
+        result = json.loads((run_dir / "result.json").read_text())
+        assert result["epochs"] == 1 and result["global_step"] == 2
+        # The metrics come from what the run logged, not from anywhere else.
+        logged = [float(r["val/top1"]) for r in read_csv(run_dir / "metrics.csv") if r.get("val/top1")]
+        assert float(row["val_top1"]) == pytest.approx(100 * logged[-1])
+        assert row["test_top1"] != "" and int(row["params"]) > 1e6 and int(row["macs"]) > 0
+        assert not (run_dir / "checkpoints").exists()  # keep_checkpoints: false
+    assert rows[2]["tricks"] == "label smoothing" and rows[0]["tricks"] == ""
+    table = (out / "results.md").read_text()
+    assert table.count("\n| ") == 3  # the header and one row per step
+
+
+def test_table_matches_hand_computation(tiny):
+    _, out = tiny
+    rows = read_csv(out / "results.csv")
+    top1 = {step: [float(r["val_top1"]) for r in rows if r["step"] == step] for step in ("baseline", "+label smoothing")}
+    cells = {}
+    for line in (out / "results.md").read_text().splitlines():
+        parts = [c.strip() for c in line.strip("|").split("|")]
+        if len(parts) > 3 and parts[1] in top1:
+            cells[parts[1]] = parts
+    for step, values in top1.items():
+        mean, std = sum(values) / 2, statistics.stdev(values)
+        ci = student_t.ppf(0.975, 1) * std / math.sqrt(2)  # 12.706 * s / sqrt(2)
+        assert cells[step][3] == f"{mean:.2f} ± {std:.2f}"
+        assert cells[step][4] == f"±{ci:.2f}"
+    base, ls = top1["baseline"], top1["+label smoothing"]
+    delta = sum(ls) / 2 - sum(base) / 2
+    va, vb = statistics.variance(ls) / 2, statistics.variance(base) / 2
+    half_width = 0.0 if va + vb == 0 else student_t.ppf(0.975, (va + vb) ** 2 / (va**2 + vb**2)) * math.sqrt(va + vb)
+    expected = f"{delta:+.2f}" + (" ~" if abs(delta) <= half_width else "")
+    assert cells["+label smoothing"][5] == expected and cells["+label smoothing"][6] == expected
+    assert cells["baseline"][5] == "" and cells["baseline"][6] == ""
+
+
+def test_statistics_against_reference_numbers():
+    mean, std, ci = mean_ci([90.0, 92.0, 94.0])
+    assert (mean, std) == (92.0, 2.0)
+    assert ci == pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-6)  # t(0.975, 2) = 4.302653
+    # Welch: equal variances and sizes give df = 2(n-1) = 4, t = 2.776445.
+    assert welch_half_width([91.0, 93.0, 95.0], [90.0, 92.0, 94.0]) == pytest.approx(2.776445 * math.sqrt(8 / 3), rel=1e-6)
+    rows = [{"step_index": i, "step": s, "parent": p, "seed": k, "val_top1": v, "val_top5": None, "test_top1": None,
+             "time_per_epoch_s": 1.0, "params": 1.0, "macs": 1.0}
+            for i, (s, p, values) in enumerate([("a", "", [90, 92, 94]), ("b", "a", [91, 93, 95]), ("c", "b", [99, 100, 101])])
+            for k, v in enumerate(values)]  # fmt: skip
+    summary = summarize(rows)
+    assert [s.delta_prev for s in summary] == [None, 1.0, 7.0]
+    assert summary[2].delta_base == 8.0 and summary[1].delta_prev_hw == pytest.approx(2.776445 * math.sqrt(8 / 3), rel=1e-6)
+
+
+def test_repeated_command_skips_finished_runs(tiny, monkeypatch):
+    spec, out = tiny
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(ablation_runner, "cli_main", no_training)
+    ablate(spec, out=out)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == mtimes
+    assert len(read_csv(out / "results.csv")) == 4
+
+
+def test_crash_leaves_results_csv_whole(tiny, tmp_path):
+    _, out = tiny
+    shutil.copytree(out, tmp_path / "out")
+    (tmp_path / "out" / "results.csv").unlink()  # so it must be written again around the failing run
+    bad = write_spec(tmp_path / "tiny.yaml", steps=[*TINY_STEPS, {"name": "bad", "set": {"model.label_smoothing": 1.5}}],
+                     keep_checkpoints=False)  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ablate", str(bad), "--out", str(tmp_path / "out")])
+    assert "model.label_smoothing" in str(exit_info.value.code)
+    rows = read_csv(tmp_path / "out" / "results.csv")
+    assert [r["step"] for r in rows] == ["baseline", "baseline", "+label smoothing", "+label smoothing"]
+    assert all(r["val_top1"] != "" for r in rows)
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, monkeypatch):
+    spec = write_spec(tmp_path / "resume.yaml", steps=TINY_STEPS[:1], seeds=[0])
+    spec.write_text(spec.read_text().replace("trainer.max_epochs: 1", "trainer.max_epochs: 2"))
+    original = ablation_runner.EpochTimer.on_train_epoch_start
+
+    def killed_in_second_epoch(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated kill")
+        original(self, trainer, pl_module)
+
+    monkeypatch.setattr(ablation_runner.EpochTimer, "on_train_epoch_start", killed_in_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        ablate(spec, out=tmp_path / "out")
+    run_dir = tmp_path / "out" / "00-baseline" / "seed0"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "result.json").exists()
+    assert read_csv(tmp_path / "out" / "results.csv") == []  # whole, with no finished run
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+    monkeypatch.setattr(ablation_runner.EpochTimer, "on_train_epoch_start", original)
+    ablate(spec, out=tmp_path / "out")
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["resumed_from"].endswith("last.ckpt")
+    assert result["global_step"] == 4 and result["epochs"] == 2
+    # The second part of the log continues at step 2; the first epoch's metrics survive in part 0.
+    assert min(int(r["step"]) for r in read_csv(run_dir / "metrics.csv") if r.get("train/loss")) == 2
+    assert len(result["val_top1_curve"]) == 2
+    part0 = read_csv(run_dir / "metrics.part0.csv")
+    assert [r["epoch"] for r in part0 if r.get("val/top1")] == ["0"]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["max_epochs"] == 2
+
+
+def test_dry_run_prints_one_command_per_run(tiny, capsys):
+    spec, _ = tiny
+    ablate_main([str(spec), "--dry-run", "--out", "somewhere", "--seeds", "3,4"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4
+    for line, (step, seed) in zip(lines, [("00-baseline", 3), ("00-baseline", 4), ("01-label-smoothing", 3), ("01-label-smoothing", 4)]):
+        argv = shlex.split(line)
+        assert argv[:2] == ["bagoftricks", "fit"]
+        assert argv[argv.index("--seed_everything") + 1] == str(seed)
+        assert argv[argv.index("--trainer.default_root_dir") + 1] == f"somewhere/{step}/seed{seed}"
+    assert "--model.label_smoothing" in lines[2] and "--model.label_smoothing" not in lines[0]
+    assert not Path("somewhere").exists()
+
+
+def test_only_selects_one_run(tiny, capsys):
+    spec, _ = tiny
+    ablate_main([str(spec), "--dry-run"])
+    every = capsys.readouterr().out.strip().splitlines()
+    ablate_main([str(spec), "--dry-run", "--only", "2"])
+    assert capsys.readouterr().out.strip().splitlines() == [every[2]]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ablate", str(spec), "--dry-run", "--only", "9"])
+    assert "out of range" in str(exit_info.value.code)
+
+
+def test_export_sweep(tiny, tmp_path):
+    spec, _ = tiny
+    ablate_main([str(spec), "--export-sweep", str(tmp_path / "sweep.yaml"), "--seeds", "0,1"])
+    sweep = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    assert sweep["method"] == "grid"
+    assert sweep["parameters"]["only"]["values"] == [0, 1, 2, 3]
+    assert sweep["command"][:3] == ["bagoftricks", "ablate", str(spec)] and sweep["command"][-1] == "${args}"
+    assert "--wandb" in sweep["command"] and "0,1" in sweep["command"]
+    assert not (tmp_path / "runs").exists()
+
+
+def wandb_records(path: Path):
+    """The protobuf records of a W&B ``.wandb`` transaction log (a LevelDB-style log of 32 KiB blocks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, chunk, records = path.read_bytes(), 7, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            records.append(record)
+            chunk = b""
+    return records
+
+
+def test_wandb_offline_run_holds_the_tricks(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    steps = [{"name": "+label smoothing + cosine", "set": {"model.label_smoothing": 0.1, "schedule.name": "cosine"}}]
+    spec = write_spec(tmp_path / "wb.yaml", steps=steps, seeds=[0])
+    ablate_main([str(spec), "--out", str(tmp_path / "out"), "--wandb"])
+    files = list((tmp_path / "out" / "00-label-smoothing-cosine" / "seed0" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    records = wandb_records(files[0])
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.run_group == f"{tmp_path.name}-wb"  # the spec's name: <folder>-<file stem>
+    assert run.display_name == "+label smoothing + cosine s0" and list(run.tags) == ["label smoothing", "cosine"]
+    config = {}
+    for record in records:
+        items = record.config.update if record.WhichOneof("record_type") == "config" else []
+        config.update({item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in items})
+    assert config["ablation"]["tricks"] == ["label smoothing", "cosine"]
+    assert config["model"]["label_smoothing"] == 0.1 and config["schedule"]["name"] == "cosine"  # the resolved config
+
+
+def test_notebook_executes(tiny, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    _, out = tiny
+    monkeypatch.setenv("BAGOFTRICKS_RESULTS", str(out))
+    notebook = nbformat.read(ROOT / "notebooks" / "ablation_report.ipynb", as_version=4)
+    # "python3" is ipykernel's spec, whose "python" jupyter_client runs as this interpreter; the kernel
+    # inherits BAGOFTRICKS_RESULTS and starts in notebooks/, as when a user opens the notebook.
+    resources = {"metadata": {"path": str(ROOT / "notebooks")}}
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120, resources=resources).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("+label smoothing" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ({"base": "base.yaml", "mode": "sideways", "steps": [{"name": "a"}]}, "mode must be"),
+        ({"base": "missing.yaml", "steps": [{"name": "a"}]}, "missing.yaml does not exist"),
+        ({"base": "base.yaml", "steps": [{"name": "a"}, {"name": "a"}]}, "appears twice"),
+        ({"base": "base.yaml", "steps": []}, "has no steps"),
+        ({"base": "base.yaml", "steps": [{"name": "a", "from": "b"}]}, "names no earlier step"),
+        ({"base": "base.yaml", "steps": [{"name": "a", "set": {"seed_everything": 1}}]}, "chooses per run"),
+        ({"base": "base.yaml", "steps": [{"name": "a"}], "seed": [1]}, "unknown key"),
+    ],
+)
+def test_bad_spec_is_one_clear_line(tmp_path, content, words):
+    shutil.copy(DIGITS_BASE, tmp_path / "base.yaml")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(content))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ablate", str(tmp_path / "spec.yaml"), "--dry-run"])
+    message = str(exit_info.value.code)
+    assert words in message and "\n" not in message
+
+
+def test_each_mode_and_from(tmp_path):
+    steps = [{"name": "base"}, {"name": "a", "set": {"model.label_smoothing": 0.1}}, {"name": "b", "set": {"model.mixup_alpha": 0.2}},
+             {"name": "a + b", "from": "a", "set": {"model.mixup_alpha": 0.2}}]  # fmt: skip
+    runs = plan(load_spec(write_spec(tmp_path / "each.yaml", steps=steps, seeds=[0], mode="each")))
+    assert ["--model.label_smoothing" in r.overrides for r in runs] == [False, True, False, True]
+    assert ["--model.mixup_alpha" in r.overrides for r in runs] == [False, False, True, True]
+    assert [r.parent for r in runs] == ["", "base", "base", "a"] and runs[3].tricks == ("a", "b")
+
+
+# ----------------------------------------------------------------------------- every shipped spec
+
+
+@pytest.mark.parametrize("spec", SHIPPED_SPECS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_shipped_spec_dry_run(spec, capsys):
+    ablate_main([str(spec), "--dry-run"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    loaded = load_spec(spec)
+    assert len(lines) == len(loaded.steps) * len(loaded.seeds) and len(loaded.seeds) >= 3
+    assert spec.read_text().startswith(f"# bagoftricks ablate {spec.relative_to(ROOT)}")
+
+
+def _make_teacher(path: Path, num_classes: int) -> Path:
+    """An (untrained) teacher checkpoint in the layout ClassificationModule's checkpoints have."""
+    module = ClassificationModule("resnet18", num_classes=num_classes)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def miniatures(tmp_path_factory):
+    """Data roots and teachers for fast dev runs of the shipped specs' runs."""
+    root = tmp_path_factory.mktemp("miniatures")
+    data = {
+        "digits": None,
+        "imagenette": make_imagenette(root / "nette", "imagenette2-160"),
+        "imagewoof": make_imagenette(root / "woof", "imagewoof2-160"),
+        "cifar100": make_cifar100(root / "cifar"),
+        "cub200": make_cub200(root / "cub"),
+    }
+    teachers = {10: _make_teacher(root / "teacher10.ckpt", 10), 200: _make_teacher(root / "teacher200.ckpt", 200)}
+    return data, teachers
+
+
+def _tiny_args(dataset: str, data: dict, teachers: dict, argv: list[str]) -> list[str]:
+    if dataset == "digits":
+        args = ["--data.batch_size", "16"]
+    else:
+        args = ["--data.root", str(data[dataset]), "--data.batch_size", "2", "--data.num_workers", "0"]
+        args += ["--data.image_size", "32"] if dataset != "cifar100" else []
+        args += ["--data.val_fraction", "0.5", "--model.pretrained", "null"] if dataset == "cub200" else []
+    if "16-mixed" in argv and not torch.cuda.is_available():
+        args += ["--trainer.precision", "bf16-mixed"]  # FP16 autocast needs a GPU
+    if "--schedule.warmup_epochs" in argv:  # a one-step fast dev run has room for one epoch of warmup at most
+        args += ["--schedule.warmup_epochs", str(min(1.0, float(argv[len(argv) - 1 - argv[::-1].index("--schedule.warmup_epochs") + 1])))]
+    if any("distillation" in arg or "model.teacher" in arg for arg in argv):
+        args += ["--model.teacher", str(teachers[200 if dataset == "cub200" else 10])]
+    return args
+
+
+def _first_and_last_runs():
+    cases, seen = [], set()
+    for spec in SHIPPED_SPECS:
+        runs = plan(load_spec(spec))
+        for which, index in (("first", 0), ("last", len(runs) - 1)):
+            key = (runs[index].configs, runs[index].overrides)  # every Imagenette spec starts from the same baseline
+            if key not in seen:
+                seen.add(key)
+                cases.append(pytest.param(spec, index, id=f"{spec.relative_to(EXPERIMENTS)}-{which}"))
+    # The teachers that the distillation steps need are fit configs of their own.
+    for teacher in ("cub200/teacher.yaml", "imagenette/teacher.yaml", "imagewoof/teacher.yaml"):
+        cases.append(pytest.param(EXPERIMENTS / teacher, None, id=teacher))
+    return cases
+
+
+@pytest.mark.parametrize(("spec", "index"), _first_and_last_runs())
+def test_shipped_spec_runs_fast_dev_run(spec, index, miniatures, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # relative paths in the configs start at the repository root, as the commands do
+    data, teachers = miniatures
+    dataset = spec.parent.name
+    if index is None:  # a teacher's fit config: its first line is the command
+        configs = [arg for arg in shlex.split(spec.read_text().splitlines()[0]) if arg.endswith(".yaml")]
+        argv = [arg for config in configs for arg in ("-c", config)]
+        argv += ["--checkpoint.dirpath", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
+        argv += ["--trainer.precision", "32-true"]  # a ResNet-152 under CPU autocast is slow; the specs test autocast
+    else:
+        argv = plan(load_spec(spec), out=tmp_path)[index].fit_args()
+    cli = cli_main(["fit", *argv, *_tiny_args(dataset, data, teachers, argv), "--trainer.fast_dev_run", "1"])
+    assert cli.trainer.state.finished
