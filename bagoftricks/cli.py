@@ -61,6 +61,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
         auto_configure_optimizers=False,  # the module builds its own optimizer groups
         # Each logged run has its own version folder; without a logger, validate/test would
         # otherwise refuse to run twice in the same folder.
+        parser_kwargs={"description": "Train, evaluate or predict with one config; `bagoftricks ablate SPEC` runs a whole ablation."},
         save_config_callback=WandbConfigCallback,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,

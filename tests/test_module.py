@@ -105,3 +105,11 @@ def test_same_seed_same_metrics(tmp_path):
         runs.append(read_metrics(next((tmp_path / str(i)).rglob("metrics.csv"))))
     assert runs[0] == runs[1]
     assert len(column(runs[0], "train/loss")) == 3
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+    cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.fast_dev_run", "1", run=False)
+    with torch.no_grad():
+        cli.model.backbone.fc.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="train/loss is nan at step 0.*FP16 overflow"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
