@@ -22,7 +22,7 @@ class WandbConfigCallback(SaveConfigCallback):
     def save_config(self, trainer, pl_module, stage: str) -> None:
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         if loggers:
-            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            config = yaml.safe_load(self.parser.dump(self.config))
             for logger in loggers:
                 logger.experiment.config.update(config, allow_val_change=True)
 
