@@ -337,6 +337,21 @@ def versus_timm(case: Case, args) -> None:
               f"our speed / timm's (target >= 0.98x): {summary(ratio)}x over {len(ratio)} step pairs")  # fmt: skip
 
 
+def add_clock_args(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--clock``, shared by the benchmark scripts."""
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall",
+        help="cpu: this process's CPU time, for a CPU shared with other jobs (use with --threads 1)",
+    )  # fmt: skip
+
+
+def apply_clock_args(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    CLOCK["kind"] = args.clock
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="one model instead of the two default cases (e.g. resnet50d)")
@@ -349,11 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="fresh models and Trainer each round")
     parser.add_argument("--timm-steps", type=int, default=8, help="timed step pairs of the timm comparison")
     parser.add_argument("--matmul-seconds", type=float, default=0.25, help="length of each matmul burst")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument(
-        "--clock", choices=("wall", "cpu"), default="wall",
-        help="cpu: this process's CPU time, for a CPU shared with other jobs (use with --threads 1)",
-    )  # fmt: skip
+    add_clock_args(parser)
     parser.add_argument(
         "--library-args", default="", metavar="ARGS",
         help="more `bagoftricks fit` flags, e.g. '--model.optimizer torch.optim.AdamW --model.optimizer.fused true'",
@@ -361,11 +372,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-timm", action="store_true", help="skip the comparison with timm's resnet50d")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test of the script")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.clock == "cpu" and args.device != "cpu":
         parser.error("--clock cpu measures CPU time; time a GPU with the wall clock.")
-    CLOCK["kind"] = args.clock
+    apply_clock_args(args)
     if args.quick:
         args.steps, args.warmup, args.rounds, args.timm_steps, args.matmul_seconds = 1, 0, 1, 1, 0.01
     quiet()

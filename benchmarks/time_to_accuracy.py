@@ -34,7 +34,7 @@ import lightning as L
 import torch
 
 # A sibling script, not a package: `python benchmarks/time_to_accuracy.py` puts benchmarks/ on sys.path.
-from throughput import CLOCK, clock, quiet
+from throughput import add_clock_args, apply_clock_args, clock, quiet
 
 from bagoftricks.cli import cli_main
 
@@ -94,16 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="which to run")
     parser.add_argument("--val-every", type=float, default=0.5, help="validation interval in epochs (<= 1)")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument(
-        "--clock", choices=("wall", "cpu"), default="wall",
-        help="cpu: this process's CPU time, for a CPU shared with other jobs (use with --threads 1)",
-    )  # fmt: skip
+    add_clock_args(parser)
     parser.add_argument("--quick", action="store_true", help="two steps per run: a smoke test of the script")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    CLOCK["kind"] = args.clock
+    apply_clock_args(args)
     if args.quick:
         args.seeds, args.val_every = args.seeds[:1], 1.0
     plain = "plain (Adam, one-cycle)"

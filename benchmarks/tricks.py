@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 # A sibling script, not a package: `python benchmarks/tricks.py` puts benchmarks/ on sys.path.
-from throughput import CLOCK, Alternate, SyntheticData, clock, quiet, summary
+from throughput import add_clock_args, apply_clock_args, Alternate, SyntheticData, clock, quiet, summary
 
 from bagoftricks.callbacks import LRSchedule
 from bagoftricks.cli import cli_main
@@ -134,16 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="fresh Trainer and models each round")
     parser.add_argument("--batch-size", type=int, default=64, help="base.yaml's batch")
     parser.add_argument("--only", nargs="+", choices=list(TRICKS)[1:], help="time only these tricks")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument(
-        "--clock", choices=("wall", "cpu"), default="wall",
-        help="cpu: this process's CPU time, for a CPU shared with other jobs (use with --threads 1)",
-    )  # fmt: skip
+    add_clock_args(parser)
     parser.add_argument("--quick", action="store_true", help="tiny run: a smoke test of the script")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    CLOCK["kind"] = args.clock
+    apply_clock_args(args)
     if args.quick:
         args.steps, args.warmup, args.rounds, args.batch_size = 1, 0, 1, 4
     quiet()
