@@ -19,7 +19,17 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from bagoftricks.models import create_model
-from bagoftricks.tricks import distillation_loss, mix_batch, param_groups, scaled_lr, smooth_targets, soft_target_cross_entropy
+from bagoftricks.tricks import (
+    check_distillation,
+    check_mixing,
+    check_smoothing,
+    distillation_loss,
+    mix_batch,
+    param_groups,
+    scaled_lr,
+    smooth_targets,
+    soft_target_cross_entropy,
+)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -111,13 +121,10 @@ class ClassificationModule(L.LightningModule):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        _check(0 <= label_smoothing < 1, f"model.label_smoothing must be in [0, 1), got {label_smoothing}.")
-        _check(mixup_alpha >= 0, f"model.mixup_alpha must be >= 0 (0 turns mixup off), got {mixup_alpha}.")
-        _check(cutmix_alpha >= 0, f"model.cutmix_alpha must be >= 0 (0 turns CutMix off), got {cutmix_alpha}.")
-        _check(0 <= mix_prob <= 1, f"model.mix_prob must be in [0, 1], got {mix_prob}.")
-        _check(0 <= mix_switch_prob <= 1, f"model.mix_switch_prob must be in [0, 1], got {mix_switch_prob}.")
-        _check(distill_temperature > 0, f"model.distill_temperature must be > 0, got {distill_temperature}.")
-        _check(0 <= distill_alpha <= 1, f"model.distill_alpha must be in [0, 1], got {distill_alpha}.")
+        # Refused here, at start-up, with the same checks the trick functions run.
+        check_smoothing(label_smoothing)
+        check_mixing(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
+        check_distillation(distill_temperature, distill_alpha)
         _check(0 < layer_lr_decay <= 1, f"model.layer_lr_decay must be in (0, 1], got {layer_lr_decay}.")
         _check(lr_scaling in ("none", "linear"), f"model.lr_scaling must be 'none' or 'linear', got {lr_scaling!r}.")
         # The optimizer is a callable, not a hyperparameter: keeping it out lets checkpoints load with weights_only=True.

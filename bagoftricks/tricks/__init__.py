@@ -1,13 +1,16 @@
 """The tricks of He et al. 2019 ("Bag of Tricks for Image Classification with CNNs") as pure torch
 functions, usable without Lightning: ``from bagoftricks.tricks import mixup_batch``."""
 
-from bagoftricks.tricks.losses import distillation_loss, smooth_targets, soft_target_cross_entropy
-from bagoftricks.tricks.mixing import cutmix_batch, mix_batch, mixup_batch, rand_box, sample_lam
+from bagoftricks.tricks.losses import check_distillation, check_smoothing, distillation_loss, smooth_targets, soft_target_cross_entropy
+from bagoftricks.tricks.mixing import check_mixing, cutmix_batch, mix_batch, mixup_batch, rand_box, sample_lam
 from bagoftricks.tricks.optim import param_groups, scaled_lr
 from bagoftricks.tricks.schedules import SCHEDULES, lr_at
 
 __all__ = [
     "SCHEDULES",
+    "check_distillation",
+    "check_mixing",
+    "check_smoothing",
     "cutmix_batch",
     "distillation_loss",
     "lr_at",

@@ -11,6 +11,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def check_smoothing(smoothing: float) -> None:
+    """Refuse a smoothing outside [0, 1) (a module checks its config with it at start-up)."""
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"model.label_smoothing must be in [0, 1), got {smoothing}.")
+
+
+def check_distillation(temperature: float, alpha: float) -> None:
+    """Refuse a temperature <= 0 or a hard-target weight outside [0, 1]."""
+    if not temperature > 0:
+        raise ValueError(f"model.distill_temperature must be > 0, got {temperature}.")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"model.distill_alpha must be in [0, 1], got {alpha}.")
+
+
 def smooth_targets(target: Tensor, num_classes: int, smoothing: float) -> Tensor:
     """Class ids ``[N]`` to label-smoothed probabilities ``[N, C]``: ``(1 - s) * onehot + s / C``.
 
@@ -18,8 +32,7 @@ def smooth_targets(target: Tensor, num_classes: int, smoothing: float) -> Tensor
     He et al. 2019 sec. 5.2. This is exactly the target ``F.cross_entropy(label_smoothing=s)``
     uses: the ``s / C`` share also goes to the true class.
     """
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"model.label_smoothing must be in [0, 1), got {smoothing}.")
+    check_smoothing(smoothing)
     onehot = F.one_hot(target.long(), num_classes).float()
     return onehot * (1.0 - smoothing) + smoothing / num_classes
 
@@ -56,10 +69,7 @@ def distillation_loss(
         temperature: ``T > 0``.
         alpha: weight of the true-label term, in ``[0, 1]``.
     """
-    if not temperature > 0:
-        raise ValueError(f"model.distill_temperature must be > 0, got {temperature}.")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"model.distill_alpha must be in [0, 1], got {alpha}.")
+    check_distillation(temperature, alpha)
     student = student_logits.float()
     teacher = teacher_logits.detach().float()
     if target.is_floating_point() and target.ndim == student.ndim:

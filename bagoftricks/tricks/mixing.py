@@ -112,6 +112,18 @@ def cutmix_batch(
     return x_mixed, y_mixed
 
 
+def check_mixing(mixup_alpha: float, cutmix_alpha: float, prob: float = 1.0, switch_prob: float = 0.5) -> None:
+    """Refuse negative alphas and probabilities outside [0, 1] (a module checks its config with it)."""
+    if mixup_alpha < 0:
+        raise ValueError(f"model.mixup_alpha must be >= 0 (0 turns mixup off), got {mixup_alpha}.")
+    if cutmix_alpha < 0:
+        raise ValueError(f"model.cutmix_alpha must be >= 0 (0 turns cutmix off), got {cutmix_alpha}.")
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"model.mix_prob must be in [0, 1], got {prob}.")
+    if not 0.0 <= switch_prob <= 1.0:
+        raise ValueError(f"model.mix_switch_prob must be in [0, 1], got {switch_prob}.")
+
+
 def mix_batch(
     x: Tensor,
     y_probs: Tensor,
@@ -127,12 +139,7 @@ def mix_batch(
     ``switch_prob``, else mixup. An unmixed batch is returned as is (the same tensors).
     Draw order from the RNG: apply?, then (both on) which kind?, then lam, permutation, box.
     """
-    if mixup_alpha < 0:
-        raise ValueError(f"model.mixup_alpha must be >= 0 (0 turns mixup off), got {mixup_alpha}.")
-    if cutmix_alpha < 0:
-        raise ValueError(f"model.cutmix_alpha must be >= 0 (0 turns cutmix off), got {cutmix_alpha}.")
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"model.mix_prob must be in [0, 1], got {prob}.")
+    check_mixing(mixup_alpha, cutmix_alpha, prob, switch_prob)
     if (mixup_alpha == 0 and cutmix_alpha == 0) or _uniform(generator) >= prob:
         return x, y_probs
     if mixup_alpha > 0 and cutmix_alpha > 0:
