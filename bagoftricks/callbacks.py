@@ -58,12 +58,8 @@ class LRSchedule(Callback):
         batches = trainer.num_training_batches
         per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else self.total_steps
         self.warmup_steps = round(self.warmup_epochs * per_epoch)
-        if self.warmup_steps > self.total_steps:
-            raise ValueError(
-                f"schedule.warmup_epochs ({self.warmup_epochs}) is longer than training "
-                f"({self.total_steps} steps); lower it or train for more epochs."
-            )
         self.milestone_steps = [round(m * per_epoch) for m in self.milestones]
+        self.lr_factor(0)  # lr_at refuses impossible settings (warmup longer than training, ...) before step 0
 
     def lr_factor(self, step: int) -> float:
         """The LR at ``step`` as a fraction of the peak LR."""
