@@ -96,6 +96,9 @@ class ClassificationModule(L.LightningModule):
         distill_temperature: softmax temperature T of distillation (paper: 20).
         distill_alpha: weight of the hard-target loss; 1 - alpha goes to the teacher's.
         channels_last: NHWC memory format for model and inputs (faster convolutions; on by default).
+        compile: ``torch.compile`` the backbone (and the teacher) in place when training starts:
+            ``true`` for torch's default backend (inductor), or a backend's name (``'aot_eager'``,
+            ``'cudagraphs'``, ...). Parameter names and checkpoints stay those of the eager model.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class ClassificationModule(L.LightningModule):
         distill_temperature: float = 1.0,
         distill_alpha: float = 0.5,
         channels_last: bool = True,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         # Refused here, at start-up, with the same checks the trick functions run.
@@ -127,6 +131,11 @@ class ClassificationModule(L.LightningModule):
         check_distillation(distill_temperature, distill_alpha)
         _check(0 < layer_lr_decay <= 1, f"model.layer_lr_decay must be in (0, 1], got {layer_lr_decay}.")
         _check(lr_scaling in ("none", "linear"), f"model.lr_scaling must be 'none' or 'linear', got {lr_scaling!r}.")
+        _check(
+            isinstance(compile, bool) or compile in torch.compiler.list_backends(exclude_tags=()),
+            f"model.compile must be true, false or a torch.compile backend such as "
+            f"{', '.join(torch.compiler.list_backends())} or aot_eager, got {compile!r}.",
+        )
         # The optimizer is a callable, not a hyperparameter: keeping it out lets checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer = optimizer
@@ -148,10 +157,16 @@ class ClassificationModule(L.LightningModule):
         return self.backbone(x)
 
     def setup(self, stage: str) -> None:
-        if self.hparams.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-            if self.teacher is not None:
-                self.teacher.to(memory_format=torch.channels_last)
+        hp = self.hparams
+        for model in (self.backbone, self.teacher):
+            if model is None:
+                continue
+            if hp.channels_last:
+                model.to(memory_format=torch.channels_last)
+            # nn.Module.compile works in place, so state_dict keys get no `_orig_mod.` prefix;
+            # compiled once, not again for each stage.
+            if hp.compile and model._compiled_call_impl is None:
+                model.compile(**({} if hp.compile is True else {"backend": hp.compile}))
 
     def on_fit_start(self) -> None:
         if self.teacher is not None:
