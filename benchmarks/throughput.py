@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --threads 1 --clock cpu   # the same on a CPU shared with other jobs
     python benchmarks/throughput.py --model resnet50d --batch-size 8 --steps 8
     python benchmarks/throughput.py --device cuda --precision 16-mixed --batch-size 256 --image-size 128 --model resnet50d
+    python benchmarks/throughput.py --compile            # torch.compile in the library and the optimized loop
     python benchmarks/throughput.py --quick              # a smoke run of every code path
 
 (benchmarks/profile_step.py shows where the library's step time goes.)
@@ -12,8 +13,9 @@ Three ways of training the same model on the same in-memory random images (so no
 augmentation is timed) with the same batch size and optimizer (AdamW, the module's default):
 
 * plain loop: the hand-written loop a user would otherwise write: NCHW, fp32;
-* plain loop, same optimizations: that loop with channels_last, the library's precision and a
-  copy of the library's optimizer settings, so it differs from the library only by the framework;
+* plain loop, same optimizations: that loop with channels_last, the library's precision, a
+  copy of the library's optimizer settings and, with ``--compile``, ``model.compile()``, so it
+  differs from the library only by the framework;
 * library: ``ClassificationModule`` and the Trainer that ``bagoftricks fit`` builds, with its
   defaults: channels_last, the LRSchedule callback, torchmetrics top-1, a TensorBoard logger
   writing every step, ModelCheckpoint. Only the progress bar, the model summary and the validation
@@ -147,7 +149,8 @@ class Alternate(L.Callback):
 class PlainLoop:
     """The loop a user writes by hand, one step per call.
 
-    ``optimized`` adds channels_last and the library's mixed precision (none for 32-true), and
+    ``optimized`` adds channels_last, the library's mixed precision (none for 32-true) and, with
+    ``--compile``, torch.compile, and
     ``like`` (called at the first step) gives an optimizer whose class and settings it copies:
     the library's, so that loop differs from the library only by the framework. Without it, the
     loop uses ``AdamW()`` with torch's defaults, as a user would.
@@ -166,6 +169,8 @@ class PlainLoop:
         torch.manual_seed(0)
         model = create_model(case.model, NUM_CLASSES, **case.kwargs)
         self.model = model.to(self.device, memory_format=self.memory_format).train()
+        if optimized and args.compile:
+            self.model.compile()
         self.like, self.optimizer = like, None if like else torch.optim.AdamW(self.model.parameters())
         self.mixed = optimized and args.precision in ("16-mixed", "bf16-mixed")
         self.dtype = torch.float16 if args.precision == "16-mixed" else torch.bfloat16
@@ -225,7 +230,8 @@ def library_argv(case: Case, args, root: str) -> list[str]:
         "--trainer.accelerator", args.device, "--trainer.devices", "1", "--trainer.precision", args.precision,
         "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", root, *shlex.split(args.library_args),
+        "--trainer.default_root_dir", root, "--model.compile", str(args.compile).lower(),
+        *shlex.split(args.library_args),
     ]  # fmt: skip
 
 
@@ -260,7 +266,8 @@ def throughput(case: Case, args) -> None:
     steps = args.warmup + args.steps + 1  # one more library step closes the last timed one
     data = synthetic_data(case, steps + 1)
     matmul_dtype = COMPUTE_DTYPES.get(args.precision, torch.float32)
-    plain, same, library = "plain loop (NCHW, fp32)", f"plain loop + channels_last, {args.precision}", "library"
+    compiled = ", compiled" if args.compile else ""
+    plain, same, library = "plain loop (NCHW, fp32)", f"plain loop + channels_last, {args.precision}{compiled}", "library"
     times: dict[str, list[float]] = {plain: [], same: [], library: []}
     rates: list[float] = []
     with tempfile.TemporaryDirectory() as root:
@@ -282,7 +289,7 @@ def throughput(case: Case, args) -> None:
             rates += matmul.rates[args.warmup : args.warmup + args.steps]
 
     macs = model_stats(create_model(case.model, NUM_CLASSES, **case.kwargs), case.image_size)["macs"]
-    print(f"\n{case}, {args.device}, {args.precision}: {len(times[library])} paired steps ({args.rounds} rounds of "
+    print(f"\n{case}, {args.device}, {args.precision}{compiled}: {len(times[library])} paired steps ({args.rounds} rounds of "
           f"{args.steps} after {args.warmup} warmup); median [interquartile range]")  # fmt: skip
     print(f"{'':<40} {'step ms':>20} {'img/s':>8}")
     for name, seconds in times.items():
@@ -368,6 +375,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--library-args", default="", metavar="ARGS",
         help="more `bagoftricks fit` flags, e.g. '--model.optimizer torch.optim.AdamW --model.optimizer.fused true'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile (inductor) the library's model (--model.compile true) and the optimized loop's; "
+        "the first step, which compiles, is a --warmup step",
     )  # fmt: skip
     parser.add_argument("--no-timm", action="store_true", help="skip the comparison with timm's resnet50d")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test of the script")
