@@ -3,6 +3,7 @@
     python benchmarks/profile_step.py --threads 1                  # the two cases of throughput.py
     python benchmarks/profile_step.py --model resnet50d --batch-size 8 --steps 5
     python benchmarks/profile_step.py --library-args "--model.optimizer torch.optim.AdamW --model.optimizer.fused true"
+    python benchmarks/profile_step.py --compile                    # the torch.compile'd step
     python benchmarks/profile_step.py --quick                      # a smoke run
 
 The same ``bagoftricks fit`` defaults and random in-memory data as ``throughput.py``, profiled for
@@ -29,6 +30,7 @@ from throughput import (
     Case,
     Matmul,
     SyntheticData,
+    add_library_args,
     library_argv,
     quiet,
     select_cases,
@@ -79,6 +81,8 @@ def op_kind(event) -> str:
         return "batch norm, forward + backward"
     if name in ("aten::mm", "aten::addmm"):
         return "matmul (the fc layer)"
+    if name.startswith("## Call CompiledFxGraph"):  # torch.compile's generated kernels run inside this region
+        return "compiled kernels (fused batch norm, ReLU, adds, ...)"
     if not name.startswith("aten::"):
         return "own time of named regions (Python)"
     return "elementwise, pooling, copies, loss"
@@ -119,15 +123,10 @@ def profile_library(case: Case, args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="one model instead of throughput.py's two cases (e.g. resnet50d)")
-    parser.add_argument("--batch-size", type=int, help="images per step (default: the case's)")
-    parser.add_argument("--image-size", type=int, help="pixels (default: the case's; 128 for a --model)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--precision", default="32-true", help="Lightning precision: 32-true, 16-mixed, bf16-mixed")
+    add_library_args(parser)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--warmup", type=int, default=1, help="unprofiled steps before them")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--library-args", default="", metavar="ARGS", help="more `bagoftricks fit` flags")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one step: a smoke test of the script")
     args = parser.parse_args(argv)
     if args.threads:

@@ -291,10 +291,11 @@ def throughput(case: Case, args) -> None:
     macs = model_stats(create_model(case.model, NUM_CLASSES, **case.kwargs), case.image_size)["macs"]
     print(f"\n{case}, {args.device}, {args.precision}{compiled}: {len(times[library])} paired steps ({args.rounds} rounds of "
           f"{args.steps} after {args.warmup} warmup); median [interquartile range]")  # fmt: skip
-    print(f"{'':<40} {'step ms':>20} {'img/s':>8}")
+    labels = {name: "library (bagoftricks fit)" if name == library else name for name in times}
+    width = max(map(len, labels.values()))
+    print(f"{'':<{width}} {'step ms':>20} {'img/s':>8}")
     for name, seconds in times.items():
-        label = "library (bagoftricks fit)" if name == library else name
-        print(f"{label:<40} {summary([1e3 * t for t in seconds], '{:.0f}'):>20} "
+        print(f"{labels[name]:<{width}} {summary([1e3 * t for t in seconds], '{:.0f}'):>20} "
               f"{case.batch_size / statistics.median(seconds):8.1f}")  # fmt: skip
     speed = [p / lib for p, lib in zip(times[plain], times[library])]
     overhead = [100 * (lib / s - 1) for s, lib in zip(times[same], times[library])]
@@ -359,28 +360,33 @@ def apply_clock_args(args: argparse.Namespace) -> None:
     CLOCK["kind"] = args.clock
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_library_args(parser: argparse.ArgumentParser) -> None:
+    """The case and the library's settings, shared with profile_step.py."""
     parser.add_argument("--model", help="one model instead of the two default cases (e.g. resnet50d)")
     parser.add_argument("--batch-size", type=int, help="images per step (default: the case's)")
     parser.add_argument("--image-size", type=int, help="pixels (default: the case's; 128 for a --model)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="32-true", help="Lightning precision: 32-true, 16-mixed, bf16-mixed")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile (inductor) the library's model (--model.compile true) and the optimized loop's; "
+        "the first step, which compiles, is a --warmup step",
+    )  # fmt: skip
+    parser.add_argument(
+        "--library-args", default="", metavar="ARGS",
+        help="more `bagoftricks fit` flags, e.g. '--model.optimizer torch.optim.AdamW --model.optimizer.fused true'",
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_library_args(parser)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per way and round")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=2, help="fresh models and Trainer each round")
     parser.add_argument("--timm-steps", type=int, default=8, help="timed step pairs of the timm comparison")
     parser.add_argument("--matmul-seconds", type=float, default=0.25, help="length of each matmul burst")
     add_clock_args(parser)
-    parser.add_argument(
-        "--library-args", default="", metavar="ARGS",
-        help="more `bagoftricks fit` flags, e.g. '--model.optimizer torch.optim.AdamW --model.optimizer.fused true'",
-    )  # fmt: skip
-    parser.add_argument(
-        "--compile", action="store_true",
-        help="torch.compile (inductor) the library's model (--model.compile true) and the optimized loop's; "
-        "the first step, which compiles, is a --warmup step",
-    )  # fmt: skip
     parser.add_argument("--no-timm", action="store_true", help="skip the comparison with timm's resnet50d")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test of the script")
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bagoftricks import ClassificationModule
+from bagoftricks.models import model_stats
 from bagoftricks.tricks import lr_at
 from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
 
@@ -123,8 +124,12 @@ def test_compiled_backbone_trains_like_eager(tmp_path):
     torch._dynamo.reset()
     compiled = fit(tmp_path / "compiled", *flags, "--model.compile", "aot_eager")
     assert compiled.model.backbone._compiled_call_impl is not None
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs > 0
     eager = fit(tmp_path / "eager", *flags)
+    # Counted on the compiled model as it is, without compiling it again for one image.
+    assert model_stats(compiled.model.backbone, 32) == model_stats(eager.model.backbone, 32)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     runs = [read_metrics(next((tmp_path / name).rglob("metrics.csv"))) for name in ("compiled", "eager")]
     for key in ("train/loss", "val/loss"):
         assert column(runs[0], key) == pytest.approx(column(runs[1], key), rel=1e-4), key

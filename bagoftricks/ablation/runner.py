@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import lightning as L
+import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 from rich.console import Console
@@ -178,6 +179,9 @@ def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
         shutil.rmtree(run.run_dir / "checkpoints", ignore_errors=True)
     del cli, trainer, model, datamodule
     gc.collect()
+    # With model.compile, every run compiles a new model; without a reset, torch.compile's
+    # recompile limit would leave the later runs of a long ablation silently eager.
+    torch.compiler.reset()
     return result
 
 

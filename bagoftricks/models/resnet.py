@@ -345,7 +345,8 @@ def model_stats(model: nn.Module, image_size: int = 224, in_chans: int = 3) -> d
     was_training = model.training
     model.eval()  # measuring must not move BN's running statistics
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        # force_eager: a torch.compile'd model is counted as it is, not compiled again for this shape.
+        with torch.no_grad(), torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
             model(image)
     finally:
         model.train(was_training)
