@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import warnings
 
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     Set ``BAGOFTRICKS_TRACEBACK=1`` to see the full traceback.
     """
     args = sys.argv[1:] if argv is None else argv
+    # Lightning 2.6's own use of a torch API that torch 2.14 deprecates, printed at every fit and
+    # not for a user to act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     try:
         if args[:1] == ["ablate"]:
             from bagoftricks.ablation import ablate_main
