@@ -60,10 +60,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
         ImageDataModule,
         subclass_mode_data=True,
         auto_configure_optimizers=False,  # the module builds its own optimizer groups
-        # Each logged run has its own version folder; without a logger, validate/test would
-        # otherwise refuse to run twice in the same folder.
         parser_kwargs={"description": "Train, evaluate or predict with one config; `bagoftricks ablate SPEC` runs a whole ablation."},
         save_config_callback=WandbConfigCallback,
+        # Each logged run has its own version folder; without a logger, validate/test would
+        # otherwise refuse to run twice in the same folder.
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
         trainer_defaults={"log_every_n_steps": 1},  # raw per-step values, as the paper's curves need

@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from bagoftricks.models import create_model
 from bagoftricks.tricks import (
     check_distillation,
+    check_layer_lr_decay,
     check_mixing,
     check_smoothing,
     distillation_loss,
@@ -129,7 +130,7 @@ class ClassificationModule(L.LightningModule):
         check_smoothing(label_smoothing)
         check_mixing(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
         check_distillation(distill_temperature, distill_alpha)
-        _check(0 < layer_lr_decay <= 1, f"model.layer_lr_decay must be in (0, 1], got {layer_lr_decay}.")
+        check_layer_lr_decay(layer_lr_decay)
         _check(lr_scaling in ("none", "linear"), f"model.lr_scaling must be 'none' or 'linear', got {lr_scaling!r}.")
         _check(
             isinstance(compile, bool) or compile in torch.compiler.list_backends(exclude_tags=()),

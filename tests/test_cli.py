@@ -67,6 +67,7 @@ def test_validate_and_test_from_checkpoint(tmp_path):
         (["--model.label_smoothing", "1.5"], "model.label_smoothing"),
         (["--model.mixup_alpha", "-1"], "model.mixup_alpha"),
         (["--model.distill_temperature", "0"], "model.distill_temperature"),
+        (["--model.layer_lr_decay", "0"], "model.layer_lr_decay must be in (0, 1]"),
         (["--model.teacher", "missing.ckpt"], "missing.ckpt"),
         (["--schedule.warmup_epochs", "50"], "schedule.warmup_epochs"),
         (["--model.backbone_kwargs", "{stem: round}"], "stem"),

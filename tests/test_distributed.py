@@ -44,6 +44,6 @@ def test_ddp_linear_scaling_counts_every_process(tmp_path):
     # base.yaml: lr 0.025 per 256 images once scaled; TINY: batch 16 per process. Global batch
     # 16 x 2 processes x 2 accumulated = 64, so the LR of the first step is 0.025 x 64 / 256.
     run_cli(tmp_path, "fit", "-c", str(DIGITS_BASE), *TINY, *DDP, "--model.lr_scaling", "linear",
-            "--trainer.accumulate_grad_batches", "2", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.log_every_n_steps", "1")  # fmt: skip
+            "--trainer.accumulate_grad_batches", "2", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0")  # fmt: skip
     lrs = column(read_metrics(next(tmp_path.rglob("metrics.csv"))), "train/lr")
     assert lrs == [pytest.approx(0.025 * 64 / 256)]

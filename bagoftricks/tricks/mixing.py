@@ -106,7 +106,7 @@ def cutmix_batch(
     h, w = x.shape[-2:]
     y0, y1, x0, x1 = box if box is not None else rand_box(h, w, lam, generator)
     x_mixed = x.clone()
-    x_mixed[..., y0:y1, x0:x1] = x[index][..., y0:y1, x0:x1]
+    x_mixed[..., y0:y1, x0:x1] = x[index, ..., y0:y1, x0:x1]  # gathers only the box, not whole images
     lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
     y_mixed = lam * y_probs + (1.0 - lam) * y_probs[index]
     return x_mixed, y_mixed
