@@ -177,6 +177,11 @@ class StepSummary:
     macs: float
 
 
+def in_spec_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of results.csv by step, then seed."""
+    return sorted(rows, key=lambda r: (r["step_index"], r["seed"]))
+
+
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
     values = [r[key] for r in rows if r.get(key) is not None]
     return statistics.fmean(values) if values else math.nan
@@ -192,7 +197,7 @@ def _delta(top1: dict[str, list[float]], name: str, other: str) -> tuple[float |
 def summarize(rows: list[dict[str, Any]]) -> list[StepSummary]:
     """One summary per step (in spec order) from the rows of ``results.csv``."""
     by_step: dict[str, list[dict[str, Any]]] = {}
-    for row in sorted(rows, key=lambda r: (r["step_index"], r["seed"])):
+    for row in in_spec_order(rows):
         by_step.setdefault(row["step"], []).append(row)
     top1 = {name: [r["val_top1"] for r in group if r["val_top1"] is not None] for name, group in by_step.items()}
     base = next(iter(by_step), "")
@@ -294,7 +299,7 @@ def figure_val_curves(out_dir: str | os.PathLike, rows: list[dict[str, Any]]) ->
     """val/top1 per epoch, mean over seeds, one line per step (from each run's result.json)."""
     figure, ax = _figure()
     curves: dict[str, list[list[float]]] = {}
-    for row in sorted(rows, key=lambda r: (r["step_index"], r["seed"])):
+    for row in in_spec_order(rows):
         result = json.loads((Path(out_dir) / row["run_dir"] / "result.json").read_text())
         curves.setdefault(row["step"], []).append(result.get("val_top1_curve") or [])
     for name, runs in curves.items():
@@ -313,7 +318,7 @@ def figure_lr(out_dir: str | os.PathLike, rows: list[dict[str, Any]], max_points
     """train/lr per optimizer step of each step's run with the lowest seed."""
     figure, ax = _figure()
     first: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: (r["step_index"], r["seed"])):
+    for row in in_spec_order(rows):
         first.setdefault(row["step"], row)
     for name, row in first.items():
         points = [(r["step"], r["train/lr"]) for r in read_metrics(Path(out_dir) / row["run_dir"]) if "train/lr" in r]

@@ -246,7 +246,7 @@ def ablate(
     """Run (or with ``dry_run`` print, or with ``export_sweep`` export) an ablation spec; return its output folder."""
     console = console or Console()
     spec = load_spec(spec_path)
-    out_dir = Path(out) if out is not None else Path("runs") / spec.name
+    out_dir = spec.out_dir(out)
     runs = plan(spec, out_dir, seeds, wandb=wandb, extra=overrides)
     for index in only or []:
         if not 0 <= index < len(runs):

@@ -45,6 +45,10 @@ class Spec:
     test: bool = True  # also evaluate the final weights on the test split (when it is not the val split)
     keep_checkpoints: bool = True  # False: delete a run's checkpoints once its result.json is written
 
+    def out_dir(self, out: str | os.PathLike | None = None) -> Path:
+        """``out``, or by default ``runs/<spec name>``."""
+        return Path(out) if out is not None else Path("runs") / self.name
+
     def chain(self, index: int) -> list[int]:
         """Indices of the steps whose changes make up step ``index``, root first."""
         chain = [index]
@@ -242,7 +246,7 @@ def plan(
 
     ``extra`` are overrides that apply last (the ``--set`` flag of ``bagoftricks ablate``).
     """
-    out = Path(out) if out is not None else Path("runs") / spec.name
+    out = spec.out_dir(out)
     user_wandb = wandb_init_args(spec)
     runs: list[Run] = []
     for i, step in enumerate(spec.steps):
@@ -254,15 +258,15 @@ def plan(
             overrides += [arg for config in spec.steps[j].configs for arg in ("-c", config)]
             overrides += set_args({k: v for k, v in spec.steps[j].set.items() if k != "trainer.logger"})
         overrides += set_args(extra or {})
+        tricks = tuple(spec.tricks(i))
+        parent = spec.steps[step.parent].name if step.parent is not None else ""
         for seed in seeds if seeds is not None else spec.seeds:
             run_dir = out / f"{i:02d}-{slug(step.name)}" / f"seed{seed}"
-            tricks = tuple(spec.tricks(i))
             logger = None
             if wandb or user_wandb is not None:
                 # The user's WandbLogger settings (project, entity, ...) stay; the ablation names and groups the run.
                 logger = {"project": "bagoftricks", **(user_wandb or {})}
                 logger.update(save_dir=str(run_dir), group=spec.name, name=f"{step.name} s{seed}", tags=[t[:64] for t in tricks])
-            parent = spec.steps[step.parent].name if step.parent is not None else ""
             runs.append(Run(len(runs), i, step.name, parent, seed, tricks, run_dir, tuple(configs), tuple(overrides), logger))
     return runs
 
