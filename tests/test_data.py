@@ -7,12 +7,13 @@ import io
 import pickle
 import shutil
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
+from miniatures import make_archive, make_cifar100, make_cub200, make_imagenette
 from PIL import Image
 from torchvision.datasets.utils import calculate_md5
 from torchvision.transforms import v2
@@ -34,7 +35,6 @@ from bagoftricks.data.transforms import (
     eval_transform,
     train_transform,
 )
-from tests.miniatures import make_archive, make_cifar100, make_cub200, make_imagenette
 
 SIZE = 32  # image side the tests ask for: small, so every batch is cheap
 

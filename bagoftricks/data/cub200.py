@@ -8,9 +8,7 @@ from typing import Literal
 import torch
 
 from bagoftricks.data.base import stratified_split
-from bagoftricks.data.download import DownloadableDataModule
-from bagoftricks.data.images import ImageFileDataset, check_image_options
-from bagoftricks.data.transforms import eval_transform, resize_side, train_transform
+from bagoftricks.data.images import ImageFilesDataModule
 
 TABLES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
 
@@ -43,7 +41,7 @@ def read_cub(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], 
     return train, test, classes
 
 
-class CUB200DataModule(DownloadableDataModule):
+class CUB200DataModule(ImageFilesDataModule):
     """CUB-200-2011 birds with ImageNet-style augmentation; labels 0-based in ``classes.txt`` order.
 
     Args:
@@ -81,14 +79,13 @@ class CUB200DataModule(DownloadableDataModule):
         cache_side: int | None = None,
         skip_corrupt: bool = False,
     ) -> None:
-        super().__init__(root, download, md5, batch_size, num_workers, image_size, pin_memory)
+        super().__init__(
+            root, download, md5, batch_size, num_workers, image_size, pin_memory,
+            auto_augment, color_jitter, pca_lighting, cache, cache_side, skip_corrupt,
+        )  # fmt: skip
         if not 0 <= val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in [0, 1) (0: validate on test), got {val_fraction}.")
-        check_image_options(cache, auto_augment)
         self.val_fraction, self.split_seed = val_fraction, split_seed
-        self.auto_augment, self.color_jitter, self.pca_lighting = auto_augment, color_jitter, pca_lighting
-        self.cache, self.skip_corrupt = cache, skip_corrupt
-        self.cache_side = cache_side or resize_side(image_size)
 
     def check_folder(self, path: Path) -> None:
         """Raise unless ``path`` has the four index files and the ``images/`` folder of the archive."""
@@ -100,27 +97,14 @@ class CUB200DataModule(DownloadableDataModule):
         if hasattr(self, "test_set"):
             return
         train, test, self.classes = read_cub(self.dataset_path())
-        eval_tf = eval_transform(self.image_size)
-        self.test_set = self._dataset(test, eval_tf, "test")
+        self.test_set = self.image_dataset(test, "test", train=False)
         if self.val_fraction > 0:
             labels = torch.tensor([label for _, label in train])
             val_idx, train_idx = stratified_split(labels, (self.val_fraction,), self.split_seed)
             if len(val_idx) == 0:
                 raise ValueError(f"data.val_fraction {self.val_fraction} holds out no image; raise it or set 0.")
-            self.val_set = self._dataset([train[i] for i in val_idx], eval_tf, "val")
+            self.val_set = self.image_dataset([train[i] for i in val_idx], "val", train=False)
             train = [train[i] for i in train_idx]
         else:
             self.val_set = self.test_set
-        transform = train_transform(
-            self.image_size,
-            auto_augment=self.auto_augment,
-            color_jitter=self.color_jitter,
-            pca_lighting=self.pca_lighting,
-        )
-        self.train_set = self._dataset(train, transform, "train")
-
-    def _dataset(self, samples: list[tuple[str, int]], transform, split: str) -> ImageFileDataset:
-        dataset = ImageFileDataset(samples, transform, skip_corrupt=self.skip_corrupt)
-        cache_file = self.root / ".cache" / f"{self.folder}-{split}"
-        dataset.prepare(self.cache, side=self.cache_side, num_workers=self.num_workers, cache_file=cache_file)
-        return dataset
+        self.train_set = self.image_dataset(train, "train", train=True)

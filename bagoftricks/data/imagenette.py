@@ -14,9 +14,7 @@ from typing import Literal
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from bagoftricks.data.download import DownloadableDataModule
-from bagoftricks.data.images import ImageFileDataset, check_image_options
-from bagoftricks.data.transforms import eval_transform, resize_side, train_transform
+from bagoftricks.data.images import ImageFilesDataModule
 
 BASE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/"
 SIZES = ("full", "320px", "160px")
@@ -82,7 +80,7 @@ def read_noisy_labels(csv_path: Path, noisy_labels: int) -> dict[str, str]:
         return {row["path"]: row[column] for row in reader}
 
 
-class ImagenetteDataModule(DownloadableDataModule):
+class ImagenetteDataModule(ImageFilesDataModule):
     """Imagenette (10 easy ImageNet classes; ~9.5k train, ~3.9k val images), official split.
 
     There is no test split: ``test`` evaluates on ``val``, as the fast.ai leaderboard does.
@@ -130,16 +128,15 @@ class ImagenetteDataModule(DownloadableDataModule):
         cache_side: int | None = None,
         skip_corrupt: bool = False,
     ) -> None:
-        super().__init__(root, download, md5, batch_size, num_workers, image_size, pin_memory)
+        super().__init__(
+            root, download, md5, batch_size, num_workers, image_size, pin_memory,
+            auto_augment, color_jitter, pca_lighting, cache, cache_side, skip_corrupt,
+        )  # fmt: skip
         if size not in SIZES:
             raise ValueError(f"data.size must be one of {SIZES}, got {size!r}.")
         if noisy_labels not in NOISE_LEVELS:
             raise ValueError(f"data.noisy_labels must be one of {NOISE_LEVELS} (percent), got {noisy_labels!r}.")
-        check_image_options(cache, auto_augment)
         self.size, self.noisy_labels = size, noisy_labels
-        self.auto_augment, self.color_jitter, self.pca_lighting = auto_augment, color_jitter, pca_lighting
-        self.cache, self.skip_corrupt = cache, skip_corrupt
-        self.cache_side = cache_side or resize_side(image_size)
         self.wnid_to_idx = {wnid: i for i, wnid in enumerate(self.wnids)}
 
     @property
@@ -195,26 +192,10 @@ class ImagenetteDataModule(DownloadableDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.dataset_path()  # checked on every call: a later stage may ask for a split not yet built
         if stage in (None, "fit") and not hasattr(self, "train_set"):
-            transform = train_transform(
-                self.image_size,
-                auto_augment=self.auto_augment,
-                color_jitter=self.color_jitter,
-                pca_lighting=self.pca_lighting,
-            )
-            self.train_set = self._dataset("train", transform)
+            self.train_set = self.image_dataset(self.samples("train"), "train", train=True)
         if not hasattr(self, "val_set"):
-            self.val_set = self._dataset("val", eval_transform(self.image_size))
+            self.val_set = self.image_dataset(self.samples("val"), "val", train=False)
         self.test_set = self.val_set
-
-    def _dataset(self, split: str, transform) -> ImageFileDataset:
-        dataset = ImageFileDataset(self.samples(split), transform, skip_corrupt=self.skip_corrupt)
-        dataset.prepare(
-            self.cache,
-            side=self.cache_side,
-            num_workers=self.num_workers,
-            cache_file=self.root / ".cache" / f"{self.folder}-{split}",
-        )
-        return dataset
 
 
 class ImagewoofDataModule(ImagenetteDataModule):

@@ -1,4 +1,5 @@
-"""Image files on disk and the decoded cache shared by the folder datasets (Imagenette, CUB-200).
+"""Image files on disk, the decoded cache and the DataModule base shared by the folder datasets
+(Imagenette, Imagewoof, CUB-200).
 
 Decoding a JPEG is the slow part of an input pipeline on a small machine; with ``cache`` each image
 is decoded and resized once into a uint8 store, and later epochs crop tensors from it.
@@ -18,8 +19,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
-from bagoftricks.data.download import DataError
-from bagoftricks.data.transforms import AUTO_AUGMENTS
+from bagoftricks.data.download import DataError, DownloadableDataModule
+from bagoftricks.data.transforms import eval_transform, resize_side, train_transform
 
 CACHE_MODES = ("none", "memory", "disk")
 # Decoding to ~8 px (libjpeg at 1/8 scale) still reads every byte of the file, so it finds broken
@@ -156,14 +157,6 @@ def build_decoded(
             Path(f"{partial}.npy").unlink(missing_ok=True)
 
 
-def check_image_options(cache: str, auto_augment: str | None) -> None:
-    """The argument checks every image-file DataModule shares."""
-    if cache not in CACHE_MODES:
-        raise ValueError(f"data.cache must be one of {CACHE_MODES}, got {cache!r}.")
-    if auto_augment is not None and auto_augment not in AUTO_AUGMENTS:
-        raise ValueError(f"data.auto_augment must be one of {AUTO_AUGMENTS} or null, got {auto_augment!r}.")
-
-
 class ImageFileDataset(Dataset):
     """``(path, label)`` samples decoded with PIL, or read from a :class:`DecodedImages` cache after ``prepare``."""
 
@@ -214,3 +207,50 @@ class ImageFileDataset(Dataset):
             shown = ", ".join(paths[i] for i in bad[:3])
             more = ", ..." if len(bad) > 3 else ""
             warnings.warn(f"Skipped {len(bad)} unreadable of {len(paths)} images ({shown}{more}).", stacklevel=2)
+
+
+class ImageFilesDataModule(DownloadableDataModule):
+    """A :class:`DownloadableDataModule` of image files: the paper's ImageNet augmentation and the decoded cache.
+
+    A subclass lists every argument in its own ``__init__`` (the CLI reads it), passes these on,
+    and builds its splits with :meth:`image_dataset`. The options are documented on
+    :class:`~bagoftricks.data.imagenette.ImagenetteDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        download: bool,
+        md5: str | None,
+        batch_size: int,
+        num_workers: int | None,
+        image_size: int,
+        pin_memory: bool,
+        auto_augment: str | None,
+        color_jitter: float,
+        pca_lighting: float,
+        cache: str,
+        cache_side: int | None,
+        skip_corrupt: bool,
+    ) -> None:
+        super().__init__(root, download, md5, batch_size, num_workers, image_size, pin_memory)
+        if cache not in CACHE_MODES:
+            raise ValueError(f"data.cache must be one of {CACHE_MODES}, got {cache!r}.")
+        # Built at start-up, so a bad auto_augment stops here, with the transform's own message.
+        self.train_tf = train_transform(
+            image_size, auto_augment=auto_augment, color_jitter=color_jitter, pca_lighting=pca_lighting
+        )
+        self.eval_tf = eval_transform(image_size)
+        self.cache, self.skip_corrupt = cache, skip_corrupt
+        self.cache_side = cache_side or resize_side(image_size)
+
+    def image_dataset(self, samples: list[tuple[str, int]], split: str, train: bool) -> ImageFileDataset:
+        """A split's images with the train or eval transform, cached under ``root/.cache`` as ``cache`` says."""
+        dataset = ImageFileDataset(samples, self.train_tf if train else self.eval_tf, skip_corrupt=self.skip_corrupt)
+        dataset.prepare(
+            self.cache,
+            side=self.cache_side,
+            num_workers=self.num_workers,
+            cache_file=self.root / ".cache" / f"{self.folder}-{split}",
+        )
+        return dataset
