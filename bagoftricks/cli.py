@@ -72,15 +72,19 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
     )
 
 
+def ignore_known_warnings() -> None:
+    """Lightning 2.6's own use of a torch API that torch 2.14 deprecates: printed at every fit and
+    not for a user to act on."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: a user's mistake is one line on stderr, not a traceback.
 
     Set ``BAGOFTRICKS_TRACEBACK=1`` to see the full traceback.
     """
     args = sys.argv[1:] if argv is None else argv
-    # Lightning 2.6's own use of a torch API that torch 2.14 deprecates, printed at every fit and
-    # not for a user to act on.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    ignore_known_warnings()
     try:
         if args[:1] == ["ablate"]:
             from bagoftricks.ablation import ablate_main

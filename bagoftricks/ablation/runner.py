@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
 from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, sweep_config
-from bagoftricks.cli import cli_main
+from bagoftricks.cli import cli_main, ignore_known_warnings
 from bagoftricks.models import model_stats
 
 
@@ -57,6 +57,7 @@ def quiet_lightning():
         with warnings.catch_warnings():
             if not sys.warnoptions:
                 warnings.simplefilter("once")
+                ignore_known_warnings()  # ahead of "once", which would otherwise show them once per run
             yield
     finally:
         for logger, level in zip(loggers, levels):
