@@ -25,10 +25,7 @@ from torch.hub import download_url_to_file
 from torchvision.datasets.utils import calculate_md5
 
 from bagoftricks.data.base import ImageDataModule
-
-
-class DataError(RuntimeError):
-    """A problem with dataset files that the user can fix; the message says how."""
+from bagoftricks.errors import DataError
 
 
 def missing_dataset_error(dataset: str, path: Path) -> FileNotFoundError:
