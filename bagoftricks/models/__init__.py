@@ -1,6 +1,6 @@
 """ResNet variants of He et al. 2019 (ResNet-B/C/D) and the helpers to build, load and measure them."""
 
-from bagoftricks.models.pretrained import load_pretrained
+from bagoftricks.models.pretrained import fit_report, load_pretrained, read_checkpoint
 from bagoftricks.models.resnet import ResNet, create_model, list_models, model_stats
 
-__all__ = ["ResNet", "create_model", "list_models", "load_pretrained", "model_stats"]
+__all__ = ["ResNet", "create_model", "list_models", "fit_report", "load_pretrained", "model_stats", "read_checkpoint"]
