@@ -6,7 +6,9 @@ import torch
 import torchvision
 from torch import nn
 
-from bagoftricks.models import ResNet, create_model, list_models, load_pretrained, model_stats
+from bagoftricks.errors import DataError
+from bagoftricks.models import ResNet, create_model, list_models, load_pretrained, min_image_size, model_stats
+from bagoftricks.models.resnet import BasicBlock
 
 
 def on_meta(name, **kwargs):
@@ -180,8 +182,33 @@ def test_unknown_flag():
         create_model("resnet18", zero_gamma=True)
 
 
-def test_resnet_class_is_public():
-    assert isinstance(on_meta("resnet34"), ResNet)
+def test_resnet_class_builds_the_registered_models():
+    """The public class with resnet18's rows gives resnet18's weights, draw for draw."""
+    torch.manual_seed(0)
+    direct = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=5).state_dict()
+    torch.manual_seed(0)
+    registered = create_model("resnet18", 5).state_dict()
+    assert list(direct) == list(registered)
+    assert all(torch.equal(direct[k], registered[k]) for k in direct)
+
+
+@pytest.mark.parametrize("num_classes", [0, -3, 2.5])
+def test_num_classes_must_be_positive(num_classes):
+    with pytest.raises(ValueError, match=f"num_classes must be a positive integer, got {num_classes}"):
+        create_model("resnet18", num_classes)
+
+
+@pytest.mark.parametrize(("name", "flags", "size"), [("resnet18", {}, 32), ("resnet50d", {}, 32), ("resnet18", {"stem": "cifar"}, 8)])
+def test_min_image_size_is_the_total_stride(name, flags, size):
+    """At the smallest size the last stage sees one pixel; at twice the size, two per side."""
+    model = create_model(name, 3, **flags).eval()
+    assert min_image_size(name, **flags) == min_image_size(model) == size
+    seen = []
+    model.layer4.register_forward_hook(lambda module, args, out: seen.append(out.shape[-2:]))
+    with torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+        model(torch.randn(1, 3, 2 * size, 2 * size))
+    assert seen == [(1, 1), (2, 2)]
 
 
 def test_pretrained_torchvision_file_new_head(tmp_path):
@@ -223,14 +250,14 @@ def test_pretrained_wrong_architecture(tmp_path):
 def test_pretrained_refuses_pickled_objects(tmp_path):
     path = tmp_path / "model.pt"
     torch.save(nn.Linear(2, 2), path)  # a whole module, not a state dict
-    with pytest.raises(ValueError, match="Python objects.*state_dict"):
+    with pytest.raises(DataError, match="Python objects.*state_dict"):
         load_pretrained(on_meta("resnet18"), path)
 
 
 def test_pretrained_corrupt_file(tmp_path):
     path = tmp_path / "truncated.pth"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match="not a file written by torch.save"):
+    with pytest.raises(DataError, match="not a file written by torch.save"):
         load_pretrained(on_meta("resnet18"), path)
 
 
@@ -240,5 +267,5 @@ def test_pretrained_unknown_torchvision_name():
 
 
 def test_pretrained_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No weights file"):
+    with pytest.raises(FileNotFoundError, match="nope.pth does not exist; fix the path"):
         load_pretrained(on_meta("resnet18"), tmp_path / "nope.pth")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import os
 
 import torch
@@ -209,6 +210,8 @@ class ResNet(nn.Module):
         act: str = "relu",
     ) -> None:
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
         if stem not in _STEMS:
             raise ValueError(f"Unknown stem {stem!r}; use one of {', '.join(_STEMS)}.")
         if act not in _ACTS:
@@ -236,14 +239,17 @@ class ResNet(nn.Module):
         # A 32 px image has no resolution to spare: the cifar stem keeps it whole.
         if stem == "cifar":
             self.maxpool = nn.Identity()
+            strides = [1]
         else:
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            strides = [2, 2]  # the stem conv, then the max pool
 
         block_args = dict(stride_in_3x3=stride_in_3x3, se=se, act_layer=act_layer)
         inplanes = 64
         stages = []
         for index, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
             stride = 1 if index == 0 else 2
+            strides.append(stride)
             outplanes = planes * block.expansion
             downsample = None
             if stride != 1 or inplanes != outplanes:
@@ -253,6 +259,8 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             inplanes = outplanes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        # Input pixels per pixel of the last feature map (timm's feature_info "reduction").
+        self.total_stride = math.prod(strides)
 
         self.num_features = inplanes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -331,6 +339,19 @@ def create_model(
     if pretrained is not None:
         load_pretrained(model, pretrained)
     return model
+
+
+def min_image_size(model: ResNet | str, **flags) -> int:
+    """Smallest input side a backbone takes: its total stride (32, or 8 with `stem='cifar'`).
+
+    Below it the last stage works on a map smaller than one pixel of real content, its
+    3x3 convs reading padding only, and `blur_pool`'s reflect padding fails outright.
+    `model` is a ResNet or a `create_model` name with its `flags`.
+    """
+    if isinstance(model, str):
+        with torch.device("meta"):  # only the layout is needed, not the weights
+            model = create_model(model, **flags)
+    return model.total_stride
 
 
 def model_stats(model: nn.Module, image_size: int = 224, in_chans: int = 3) -> dict[str, int]:
