@@ -29,7 +29,8 @@ from bagoftricks.ablation import (
     welch_half_width,
 )
 from bagoftricks.ablation import runner as ablation_runner
-from bagoftricks.cli import cli_main, main
+from bagoftricks.__main__ import main  # the console entry (`bagoftricks ...`)
+from bagoftricks.cli import cli_main
 
 # Fast-run-sized: one epoch of 2 batches of 16 digits at 16 px.
 TINY_SET = {

@@ -35,8 +35,12 @@ FOOTER = (
 def atomic_write(path: Path, text: str) -> None:
     """Write through a temporary file and ``os.replace``, so readers see the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind, under any name
+        raise
 
 
 # ----------------------------------------------------------------------------- per-run metrics

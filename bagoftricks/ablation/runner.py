@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 import warnings
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ from lightning.pytorch.callbacks import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bagoftricks.ablation.check import bare_argv, check_out_dir, check_runs, disk_error
 from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
-from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, sweep_config
+from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, step_folder, sweep_config
 from bagoftricks.cli import cli_main, ignore_known_warnings
+from bagoftricks.errors import ConfigError, DataError
 from bagoftricks.models import model_stats
 
 
@@ -113,20 +116,17 @@ def _log_ablation_to_wandb(cli, spec: Spec, run: Run) -> None:
             logger.experiment.config.update({"ablation": ablation}, allow_val_change=True)
 
 
-@contextlib.contextmanager
-def _bare_argv():
-    """No ``ablate`` arguments in ``sys.argv`` while LightningCLI parses the run's own (it warns about both)."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
 def _has_own_test_set(datamodule) -> bool:
     test_set = getattr(datamodule, "test_set", None)
     return test_set is not None and test_set is not getattr(datamodule, "val_set", None)
+
+
+def _remove_partial_checkpoints(run_dir: Path) -> None:
+    """Delete checkpoints cut short (a full disk mid-write): a torch checkpoint is a zip archive, and a
+    truncated one lacks the zip's closing directory. A later resume must not load half a file."""
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        if path.is_file() and not zipfile.is_zipfile(path):
+            path.unlink()
 
 
 def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
     try:
         # run=False: the CLI builds model, data and trainer exactly as `bagoftricks fit ARGS` would,
         # and this function calls fit itself, with the timer and the resume checkpoint.
-        with _bare_argv(), warnings.catch_warnings():
+        with bare_argv(), warnings.catch_warnings():
             # The folder holds the W&B id or, resuming, the checkpoints; the CSVLogger's warning does not apply.
             warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
             cli = cli_main(run.fit_args(_wandb_id(run, last is not None)), run=False)
@@ -151,6 +151,9 @@ def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
             trainer.test(model, datamodule=datamodule, verbose=False)
         stats = model_stats(model.backbone, datamodule.image_size)
         global_step = trainer.global_step
+    except BaseException:
+        _remove_partial_checkpoints(run.run_dir)
+        raise
     finally:
         if run.wandb is not None:
             import wandb
@@ -186,8 +189,27 @@ def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
     return result
 
 
-def finished_results(runs: list[Run]) -> list[dict[str, Any]]:
-    return [json.loads(path.read_text()) for run in runs if (path := run.run_dir / "result.json").is_file()]
+def read_result(path: Path) -> dict[str, Any]:
+    """A run's ``result.json``; a damaged one is named, with the way to train that run again."""
+    try:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        result = None
+    if not isinstance(result, dict):
+        raise DataError(f"{path} is not a valid result file (cut short or edited); delete it and repeat the command to train that run again.")
+    return result
+
+
+def finished_results(spec: Spec, out_dir: Path) -> list[dict[str, Any]]:
+    """Every finished run of the spec in ``out_dir``, whichever seeds and ``--only`` chose this invocation's runs
+    (a run belongs to the spec when its step's folder and name match one of the spec's steps)."""
+    results = []
+    for i, step in enumerate(spec.steps):
+        for path in (out_dir / step_folder(i, step.name)).glob("seed*/result.json"):
+            result = read_result(path)
+            if result.get("step") == step.name:
+                results.append(result)
+    return sorted(results, key=lambda r: (r["step_index"], r["seed"]))
 
 
 def write_sweep(path: str | os.PathLike, spec: Spec, runs: list[Run], cli_args: list[str]) -> None:
@@ -205,7 +227,7 @@ def unfinished(selected: list[Run], console: Console) -> list[Run]:
         if not path.is_file():
             todo.append(run)
             continue
-        done = json.loads(path.read_text())
+        done = read_result(path)
         if done.get("configs") != list(run.configs) or done.get("overrides") != list(run.overrides):
             console.print(f"[yellow]warning:[/] {run.run_dir} was finished with other settings; delete it to rerun it.")
     if len(todo) < len(selected):
@@ -226,7 +248,7 @@ def run_all(spec: Spec, runs: list[Run], todo: list[Run], out_dir: Path, console
             try:
                 result = execute(run, spec, out_dir)
             finally:
-                write_results_csv(out_dir, finished_results(runs))  # also after a failed run
+                write_results_csv(out_dir, finished_results(spec, out_dir))  # also after a failed run
             top1 = "n/a" if result["val_top1"] is None else f"{result['val_top1']:.2f}%"
             resumed = ", resumed" if result["resumed_from"] else ""
             progress.console.print(f"{label}: val top-1 {top1}  ({result['wall_time_s']:.0f} s{resumed})")
@@ -247,12 +269,16 @@ def ablate(
     """Run (or with ``dry_run`` print, or with ``export_sweep`` export) an ablation spec; return its output folder."""
     console = console or Console()
     spec = load_spec(spec_path)
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"--seeds {','.join(map(str, seeds))!r} must name each seed once, such as 0,1,2 (leave it out for the spec's).")
     out_dir = spec.out_dir(out)
     runs = plan(spec, out_dir, seeds, wandb=wandb, extra=overrides)
     for index in only or []:
         if not 0 <= index < len(runs):
-            raise ValueError(f"--only {index} is out of range: {spec.path} has {len(runs)} runs (0 to {len(runs) - 1}).")
+            raise ConfigError(f"--only {index} is out of range: {spec.path} has {len(runs)} runs (0 to {len(runs) - 1}).")
     selected = [runs[i] for i in only] if only else runs
+    with quiet_lightning():
+        check_runs(spec, runs, overrides, console)
     if export_sweep is not None:
         args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
         args += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={one_line(value)}")]
@@ -264,15 +290,21 @@ def ablate(
     if dry_run or export_sweep is not None:
         return out_dir
 
+    check_out_dir(out_dir)
     if any(run.wandb is not None for run in runs):
         default_wandb_offline(console)
-    run_all(spec, runs, unfinished(selected, console), out_dir, console)
-    results = finished_results(runs)
-    write_results_csv(out_dir, results)
-    if results:
-        summaries = write_report(out_dir, title=spec.name)
-        print_table(summaries, title=spec.name, console=console)
-        console.print(f"Results in {out_dir}: results.csv, results.md, top1.png, val_curves.png, lr.png.")
+    try:
+        run_all(spec, runs, unfinished(selected, console), out_dir, console)
+        results = finished_results(spec, out_dir)
+        write_results_csv(out_dir, results)
+        if results:
+            summaries = write_report(out_dir, title=spec.name)
+            print_table(summaries, title=spec.name, console=console)
+            console.print(f"Results in {out_dir}: results.csv, results.md, top1.png, val_curves.png, lr.png.")
+    except OSError as err:
+        if (user_error := disk_error(err, out_dir)) is None:
+            raise
+        raise user_error from err
     return out_dir
 
 

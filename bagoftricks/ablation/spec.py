@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from bagoftricks.errors import ConfigError
+
 MODES = ("cumulative", "each")
 SPEC_KEYS = ("name", "base", "seeds", "mode", "set", "steps", "test", "keep_checkpoints")
 STEP_KEYS = ("name", "set", "config", "from")
@@ -120,19 +122,24 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "step"
 
 
+def step_folder(index: int, name: str) -> str:
+    """The folder of a step's runs inside the output folder: ``<NN>-<slug>``."""
+    return f"{index:02d}-{slug(name)}"
+
+
 def _path(spec_path: Path, relative: str, what: str) -> str:
     if not isinstance(relative, str) or not relative:
-        raise ValueError(f"{spec_path}: {what} must be a file path, got {relative!r}.")
+        raise ConfigError(f"{spec_path}: {what} must be a file path, got {relative!r}.")
     path = Path(os.path.normpath(spec_path.parent / relative))
     if not path.is_file():
-        raise FileNotFoundError(f"{spec_path}: {what} {path} does not exist (paths are relative to the spec's folder).")
+        raise ConfigError(f"{spec_path}: {what} {path} does not exist (paths are relative to the spec's folder).")
     return str(path)
 
 
 def _paths(spec_path: Path, value: Any, what: str) -> tuple[str, ...]:
     values = value if isinstance(value, list) else [value]
     if not values:
-        raise ValueError(f"{spec_path}: {what} is an empty list; name at least one config file or leave it out.")
+        raise ConfigError(f"{spec_path}: {what} is an empty list; name at least one config file or leave it out.")
     return tuple(_path(spec_path, v, what) for v in values)
 
 
@@ -140,57 +147,68 @@ def _set(spec_path: Path, value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"{spec_path}: {where} `set` must be a mapping of CLI keys to values, such as {{trainer.max_epochs: 10}}.")
+        raise ConfigError(f"{spec_path}: {where} `set` must be a mapping of CLI keys to values, such as {{trainer.max_epochs: 10}}.")
     for key in value:
         if not isinstance(key, str) or key.startswith("-") or not key:
-            raise ValueError(
+            raise ConfigError(
                 f"{spec_path}: {where} `set` key {key!r} must be a dotted CLI key without dashes, such as model.label_smoothing."
             )
         if key in RUNNER_KEYS:
-            raise ValueError(f"{spec_path}: {where} `set` names {key}, which the ablation chooses per run; remove it.")
+            raise ConfigError(f"{spec_path}: {where} `set` names {key}, which the ablation chooses per run; remove it.")
     return dict(value)
 
 
 def _unknown(spec_path: Path, mapping: dict, allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(map(str, mapping)) - set(allowed))
     if unknown:
-        raise ValueError(f"{spec_path}: {where} has unknown key(s) {', '.join(unknown)}; allowed are {', '.join(allowed)}.")
+        raise ConfigError(f"{spec_path}: {where} has unknown key(s) {', '.join(unknown)}; allowed are {', '.join(allowed)}.")
+
+
+def read_yaml(path: Path) -> Any:
+    """A spec or config file's YAML; a syntax error names the file and line."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}{where} is not valid YAML ({problem}); fix the syntax there.") from None
 
 
 def load_spec(path: str | os.PathLike) -> Spec:
     """Read and validate an ablation spec; every mistake is one sentence naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Ablation spec {path} does not exist.")
-    raw = yaml.safe_load(path.read_text())
+        raise ConfigError(f"Ablation spec {path} does not exist.")
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path} is not an ablation spec: expected a YAML mapping with base, seeds and steps.")
+        raise ConfigError(f"{path} is not an ablation spec: expected a YAML mapping with base, seeds and steps.")
     _unknown(path, raw, SPEC_KEYS, "the spec")
     if "base" not in raw:
-        raise ValueError(f"{path} has no `base:`; name the LightningCLI config(s) every run starts from.")
+        raise ConfigError(f"{path} has no `base:`; name the LightningCLI config(s) every run starts from.")
     mode = raw.get("mode", "cumulative")
     if mode not in MODES:
-        raise ValueError(f"{path}: mode must be 'cumulative' or 'each', got {mode!r}.")
+        raise ConfigError(f"{path}: mode must be 'cumulative' or 'each', got {mode!r}.")
     seeds = raw.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise ValueError(f"{path}: seeds must be a non-empty list of integers, such as [0, 1, 2].")
+        raise ConfigError(f"{path}: seeds must be a non-empty list of integers, such as [0, 1, 2].")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"{path}: seeds {seeds} repeat a seed; each seed must appear once.")
+        raise ConfigError(f"{path}: seeds {seeds} repeat a seed; each seed must appear once.")
     raw_steps = raw.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
-        raise ValueError(f"{path} has no steps; list at least a baseline under `steps:`.")
+        raise ConfigError(f"{path} has no steps; list at least a baseline under `steps:`.")
     steps: list[Step] = []
     index_of: dict[str, int] = {}
     for i, raw_step in enumerate(raw_steps):
         if not isinstance(raw_step, dict) or not isinstance(raw_step.get("name"), str) or not raw_step["name"].strip():
-            raise ValueError(f"{path}: step {i + 1} needs a `name:` (a mapping such as {{name: +warmup, set: {{...}}}}).")
+            raise ConfigError(f"{path}: step {i + 1} needs a `name:` (a mapping such as {{name: +warmup, set: {{...}}}}).")
         name = raw_step["name"].strip()
         _unknown(path, raw_step, STEP_KEYS, f"step {name!r}")
         if name in index_of:
-            raise ValueError(f"{path}: step name {name!r} appears twice; step names must be unique.")
+            raise ConfigError(f"{path}: step name {name!r} appears twice; step names must be unique.")
         if "from" in raw_step:
             if raw_step["from"] not in index_of:
-                raise ValueError(f"{path}: step {name!r} builds on `from: {raw_step['from']}`, which names no earlier step.")
+                raise ConfigError(f"{path}: step {name!r} builds on `from: {raw_step['from']}`, which names no earlier step.")
             parent = index_of[raw_step["from"]]
         elif i == 0:
             parent = None
@@ -201,7 +219,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
         index_of[name] = i
     for key in ("test", "keep_checkpoints"):
         if not isinstance(raw.get(key, True), bool):
-            raise ValueError(f"{path}: {key} must be true or false, got {raw[key]!r}.")
+            raise ConfigError(f"{path}: {key} must be true or false, got {raw[key]!r}.")
     return Spec(
         path=path,
         name=str(raw.get("name") or f"{path.resolve().parent.name}-{path.stem}"),
@@ -224,7 +242,7 @@ def wandb_init_args(spec: Spec) -> dict[str, Any] | None:
     found: dict[str, Any] | None = None
     sources: list[Any] = []
     for config in (*spec.base, *(c for step in spec.steps for c in step.configs)):
-        trainer = (yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}
+        trainer = (read_yaml(Path(config)) or {}).get("trainer") or {}
         sources.append(trainer.get("logger") if isinstance(trainer, dict) else None)
     sources += [values.get("trainer.logger") for values in (spec.set, *(step.set for step in spec.steps))]
     for source in sources:
@@ -261,7 +279,7 @@ def plan(
         tricks = tuple(spec.tricks(i))
         parent = spec.steps[step.parent].name if step.parent is not None else ""
         for seed in seeds if seeds is not None else spec.seeds:
-            run_dir = out / f"{i:02d}-{slug(step.name)}" / f"seed{seed}"
+            run_dir = out / step_folder(i, step.name) / f"seed{seed}"
             logger = None
             if wandb or user_wandb is not None:
                 # The user's WandbLogger settings (project, entity, ...) stay; the ablation names and groups the run.
