@@ -8,6 +8,7 @@ from torch import nn
 
 from bagoftricks.errors import DataError
 from bagoftricks.models import ResNet, create_model, list_models, load_pretrained, min_image_size, model_stats
+from bagoftricks.models.layers import BlurPool2d, drop_path
 from bagoftricks.models.resnet import BasicBlock
 
 
@@ -269,3 +270,98 @@ def test_pretrained_unknown_torchvision_name():
 def test_pretrained_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth does not exist; fix the path"):
         load_pretrained(on_meta("resnet18"), tmp_path / "nope.pth")
+
+
+def test_drop_path_expectation_is_the_input():
+    """Per-sample drops scaled by 1/keep: the mean over many samples is the undropped branch."""
+    x = torch.randn(1, 6).expand(200_000, 6)
+    out = drop_path(x, 0.3, generator=torch.Generator().manual_seed(0))
+    dropped = (out == 0).all(1)
+    assert dropped.float().mean().item() == pytest.approx(0.3, abs=0.005)
+    torch.testing.assert_close(out[~dropped], x[~dropped] / 0.7)  # kept samples whole, scaled
+    torch.testing.assert_close(out.mean(0), x[0], atol=0.01, rtol=0.01)
+    assert drop_path(x, 0.3, training=False) is x
+
+
+def test_drop_path_matches_timm_function():
+    x = torch.randn(16, 3, 4, 4)
+    torch.manual_seed(0)
+    expected = timm.layers.drop_path(x, 0.25, training=True)
+    torch.manual_seed(0)
+    torch.testing.assert_close(drop_path(x, 0.25), expected)
+
+
+@pytest.mark.parametrize("size", [7, 8, 33])
+def test_blur_pool_layer_matches_timm(size):
+    x = torch.randn(2, 5, size, size)
+    expected = timm.layers.BlurPool2d(channels=5, filt_size=3, stride=2)(x)
+    torch.testing.assert_close(BlurPool2d(5, stride=2)(x), expected)
+    assert BlurPool2d(5).state_dict() == {}  # nothing new to save or load
+
+
+def timm_drop_rates(model):
+    return [getattr(block.drop_path, "drop_prob", 0.0) for i in range(1, 5) for block in getattr(model, f"layer{i}")]
+
+
+@pytest.mark.parametrize(("name", "timm_name"), [("resnet50d", "resnet50d"), ("resnet18", "resnet18")])
+def test_drop_path_matches_timm(name, timm_name):
+    """timm's per-block rates, and in training the same output as timm's model for the same random draws."""
+    torch.manual_seed(0)
+    theirs = randomize_bn(timm.create_model(timm_name, drop_path_rate=0.2)).train()
+    ours = on_meta(name, drop_path_rate=0.2).train()
+    assert timm_drop_rates(ours) == pytest.approx(timm_drop_rates(theirs))
+    assert timm_drop_rates(ours)[0] == 0.0 and timm_drop_rates(ours)[-1] == pytest.approx(0.2)
+    ours.load_state_dict(theirs.state_dict(), strict=True, assign=True)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        expected = theirs(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(ours(x), expected)
+        torch.manual_seed(2)
+        assert not torch.allclose(ours(x), expected)  # other draws drop other branches
+
+
+def test_drop_path_is_identity_in_eval():
+    torch.manual_seed(0)
+    plain = randomize_bn(create_model("resnet18", 4)).eval()
+    dropped = create_model("resnet18", 4, drop_path_rate=0.5).eval()
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(dropped(x), plain(x))
+
+
+def test_drop_path_rate_out_of_range():
+    with pytest.raises(ValueError, match=r"drop_path_rate must be in \[0, 1\), got 1.0"):
+        create_model("resnet18", drop_path_rate=1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "timm_name"),
+    [("resnet18", "resnetblur18"), ("resnet50b", "resnetblur50"), ("resnet50d", "resnetblur50d")],
+)
+def test_blur_pool_matches_timm(name, timm_name):
+    """Where timm's aa_layer=BlurPool2d puts the blur, the same output with timm's weights,
+    and the same state dict keys as without the flag (torchvision weights still load strictly)."""
+    torch.manual_seed(0)
+    theirs = randomize_bn(timm.create_model(timm_name)).eval()
+    ours = create_model(name, blur_pool=True).eval()
+    assert list(ours.state_dict()) == list(create_model(name).state_dict())
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_blur_pool_on_resnet_v1_blurs_after_the_strided_1x1():
+    model = create_model("resnet50", 3, blur_pool=True)
+    block = model.layer2[0]
+    assert block.conv1.stride == block.conv2.stride == (1, 1) and block.aa.stride == 2
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    assert min_image_size(model) == 32
+
+
+def test_blur_pool_keeps_torchvision_weights_loading():
+    model = create_model("resnet50b", blur_pool=True)
+    model.load_state_dict(torchvision.models.resnet50().state_dict(), strict=True)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bagoftricks.models.layers import BlurPool2d, DropPath
 from bagoftricks.models.pretrained import load_pretrained
 
 _STEMS = ("imagenet", "deep", "cifar")
@@ -69,14 +70,19 @@ class BasicBlock(nn.Module):
         stride_in_3x3: bool = True,
         se: bool = False,
         act_layer: type[nn.Module] = nn.ReLU,
+        drop_path_rate: float = 0.0,
+        blur_pool: bool = False,
     ) -> None:
         super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        blur = blur_pool and stride > 1
+        self.conv1 = conv3x3(inplanes, planes, 1 if blur else stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.act1 = act_layer(inplace=True)
+        self.aa = BlurPool2d(planes, stride) if blur else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = SqueezeExcite(planes, act_layer) if se else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.act2 = act_layer(inplace=True)
         self.downsample = downsample
 
@@ -88,9 +94,11 @@ class BasicBlock(nn.Module):
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.act1(out)
+        out = self.aa(out)
         out = self.conv2(out)
         out = self.bn2(out)
         out = self.se(out)
+        out = self.drop_path(out)
         out = out + shortcut
         return self.act2(out)
 
@@ -114,9 +122,16 @@ class Bottleneck(nn.Module):
         stride_in_3x3: bool = True,
         se: bool = False,
         act_layer: type[nn.Module] = nn.ReLU,
+        drop_path_rate: float = 0.0,
+        blur_pool: bool = False,
     ) -> None:
         super().__init__()
-        stride_1x1, stride_3x3 = (1, stride) if stride_in_3x3 else (stride, 1)
+        blur = blur_pool and stride > 1
+        # With blur_pool the strided conv runs at stride 1 and the blur after its activation
+        # subsamples (Zhang 2019's ConvBlurPool; timm's aa_layer in the 3x3 conv).
+        self.blur_after_1x1 = blur and not stride_in_3x3
+        conv_stride = 1 if blur else stride
+        stride_1x1, stride_3x3 = (1, conv_stride) if stride_in_3x3 else (conv_stride, 1)
         outplanes = planes * self.expansion
         self.conv1 = conv1x1(inplanes, planes, stride_1x1)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -124,9 +139,11 @@ class Bottleneck(nn.Module):
         self.conv2 = conv3x3(planes, planes, stride_3x3)
         self.bn2 = nn.BatchNorm2d(planes)
         self.act2 = act_layer(inplace=True)
+        self.aa = BlurPool2d(planes, stride) if blur else nn.Identity()
         self.conv3 = conv1x1(planes, outplanes)
         self.bn3 = nn.BatchNorm2d(outplanes)
         self.se = SqueezeExcite(outplanes, act_layer) if se else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.act3 = act_layer(inplace=True)
         self.downsample = downsample
 
@@ -138,12 +155,17 @@ class Bottleneck(nn.Module):
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.act1(out)
+        if self.blur_after_1x1:
+            out = self.aa(out)
         out = self.conv2(out)
         out = self.bn2(out)
         out = self.act2(out)
+        if not self.blur_after_1x1:
+            out = self.aa(out)
         out = self.conv3(out)
         out = self.bn3(out)
         out = self.se(out)
+        out = self.drop_path(out)
         out = out + shortcut
         return self.act3(out)
 
@@ -180,7 +202,10 @@ class ResNet(nn.Module):
     The same suffixes exist for depths 18, 34, 101 and 152. Other flags:
     `stem='cifar'` (3x3 stride-1 conv, no max pool, for 32 px inputs),
     `se` (squeeze-excitation in every block, Hu et al. 2018),
-    `act='mish'` (Misra 2019) and `zero_init_last` (He et al. 2019 sec. 3.1).
+    `act='mish'` (Misra 2019), `zero_init_last` (He et al. 2019 sec. 3.1),
+    `drop_path_rate` (stochastic depth, Huang et al. 2016) and `blur_pool`
+    (anti-aliased downsampling, Zhang 2019). The last two add no parameters,
+    so torchvision and timm weights load into them unchanged.
 
     Args:
         block: `BasicBlock` or `Bottleneck`.
@@ -194,6 +219,12 @@ class ResNet(nn.Module):
         zero_init_last: zero the gamma of the last BN in every residual block.
         se: squeeze-excitation before the residual add of every block.
         act: 'relu' or 'mish', used everywhere.
+        drop_path_rate: stochastic depth rate of the last block; block i of n drops its
+            residual branch with rate drop_path_rate * i / (n - 1), as timm's ResNet.
+        blur_pool: blur before every subsampling where timm's `aa_layer=BlurPool2d` puts it:
+            the stem max pool (max at stride 1, then blur-subsample) and the strided 3x3 conv
+            (stride 1, then blur-subsample). The shortcut and the stem conv keep their
+            strides, as in timm's `resnetblur50` (composer also blurs the shortcut conv).
     """
 
     def __init__(
@@ -208,6 +239,8 @@ class ResNet(nn.Module):
         zero_init_last: bool = False,
         se: bool = False,
         act: str = "relu",
+        drop_path_rate: float = 0.0,
+        blur_pool: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -216,6 +249,8 @@ class ResNet(nn.Module):
             raise ValueError(f"Unknown stem {stem!r}; use one of {', '.join(_STEMS)}.")
         if act not in _ACTS:
             raise ValueError(f"Unknown act {act!r}; use one of {', '.join(_ACTS)}.")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}.")
         act_layer = _ACTS[act]
 
         if stem == "deep":
@@ -241,10 +276,18 @@ class ResNet(nn.Module):
             self.maxpool = nn.Identity()
             strides = [1]
         else:
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            if blur_pool:
+                # Max then blur-subsample: Zhang 2019's MaxBlurPool, timm's layout under the same name.
+                self.maxpool = nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1), BlurPool2d(64, 2))
+            else:
+                self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
             strides = [2, 2]  # the stem conv, then the max pool
 
-        block_args = dict(stride_in_3x3=stride_in_3x3, se=se, act_layer=act_layer)
+        block_args = dict(stride_in_3x3=stride_in_3x3, se=se, act_layer=act_layer, blur_pool=blur_pool)
+        # Stochastic depth's linear rule (Huang et al. 2016 sec. 3): deeper blocks drop more
+        # often; the first block never, the last with drop_path_rate (timm's per-block rates).
+        n_blocks = sum(layers)
+        drop_rates = iter([drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)])
         inplanes = 64
         stages = []
         for index, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
@@ -254,8 +297,8 @@ class ResNet(nn.Module):
             downsample = None
             if stride != 1 or inplanes != outplanes:
                 downsample = make_shortcut(inplanes, outplanes, stride, avg_down)
-            blocks = [block(inplanes, planes, stride, downsample, **block_args)]
-            blocks += [block(outplanes, planes, **block_args) for _ in range(1, depth)]
+            blocks = [block(inplanes, planes, stride, downsample, drop_path_rate=next(drop_rates), **block_args)]
+            blocks += [block(outplanes, planes, drop_path_rate=next(drop_rates), **block_args) for _ in range(1, depth)]
             stages.append(nn.Sequential(*blocks))
             inplanes = outplanes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -326,7 +369,7 @@ def create_model(
     """Build a registered ResNet, e.g. `create_model("resnet50d", 10, zero_init_last=True)`.
 
     `overrides` are any `ResNet` flags (in_chans, stem, stride_in_3x3, avg_down,
-    zero_init_last, se, act); `pretrained` goes to `load_pretrained`.
+    zero_init_last, se, act, drop_path_rate, blur_pool); `pretrained` goes to `load_pretrained`.
     """
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
