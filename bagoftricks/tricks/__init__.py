@@ -1,6 +1,7 @@
 """The tricks of He et al. 2019 ("Bag of Tricks for Image Classification with CNNs") as pure torch
 functions, usable without Lightning: ``from bagoftricks.tricks import mixup_batch``."""
 
+from bagoftricks.tricks.erasing import random_erasing
 from bagoftricks.tricks.losses import check_distillation, check_smoothing, distillation_loss, smooth_targets, soft_target_cross_entropy
 from bagoftricks.tricks.mixing import check_mixing, cutmix_batch, mix_batch, mixup_batch, rand_box, sample_lam
 from bagoftricks.tricks.optim import check_layer_lr_decay, param_groups, scaled_lr
@@ -19,6 +20,7 @@ __all__ = [
     "mixup_batch",
     "param_groups",
     "rand_box",
+    "random_erasing",
     "sample_lam",
     "scaled_lr",
     "smooth_targets",
