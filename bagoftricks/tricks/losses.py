@@ -12,17 +12,17 @@ from torch import Tensor
 
 
 def check_smoothing(smoothing: float) -> None:
-    """Refuse a smoothing outside [0, 1) (a module checks its config with it at start-up)."""
+    """Refuse a smoothing outside [0, 1)."""
     if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"model.label_smoothing must be in [0, 1), got {smoothing}.")
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
 
 
 def check_distillation(temperature: float, alpha: float) -> None:
     """Refuse a temperature <= 0 or a hard-target weight outside [0, 1]."""
     if not temperature > 0:
-        raise ValueError(f"model.distill_temperature must be > 0, got {temperature}.")
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"model.distill_alpha must be in [0, 1], got {alpha}.")
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
 
 
 def smooth_targets(target: Tensor, num_classes: int, smoothing: float) -> Tensor:
@@ -31,10 +31,16 @@ def smooth_targets(target: Tensor, num_classes: int, smoothing: float) -> Tensor
     Label smoothing, Szegedy et al. 2016 ("Rethinking the Inception Architecture"), sec. 7;
     He et al. 2019 sec. 5.2. This is exactly the target ``F.cross_entropy(label_smoothing=s)``
     uses: the ``s / C`` share also goes to the true class.
+
+    Built by a scatter into a filled tensor rather than ``F.one_hot``, whose range check reads the
+    labels' min and max on the host (a GPU sync per batch); an id outside ``[0, C)`` is still
+    refused by the scatter (an error on the CPU, a device assert on a GPU).
     """
     check_smoothing(smoothing)
-    onehot = F.one_hot(target.long(), num_classes).float()
-    return onehot * (1.0 - smoothing) + smoothing / num_classes
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(f"target must hold integer class ids, got dtype {target.dtype}; convert it with .long().")
+    probs = torch.full((target.shape[0], num_classes), smoothing / num_classes, device=target.device)
+    return probs.scatter_(1, target.long()[:, None], 1.0 - smoothing + smoothing / num_classes)
 
 
 def soft_target_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
@@ -43,8 +49,7 @@ def soft_target_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     The cross-entropy for soft targets (smoothed and/or mixed). The log-softmax runs in float32
     even under autocast: in half precision it loses the small probabilities that smoothing adds.
     """
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    return torch.sum(-target_probs.float() * log_probs, dim=-1).mean()
+    return F.cross_entropy(logits.float(), target_probs.float())  # torch takes class probabilities as targets
 
 
 def distillation_loss(

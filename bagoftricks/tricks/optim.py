@@ -6,9 +6,9 @@ from torch import nn
 
 
 def check_layer_lr_decay(layer_lr_decay: float) -> None:
-    """Refuse a discriminative-LR factor outside (0, 1] (a module checks its config with it at start-up)."""
+    """Refuse a discriminative-LR factor outside (0, 1]."""
     if not 0 < layer_lr_decay <= 1:
-        raise ValueError(f"model.layer_lr_decay must be in (0, 1] (1 = off), got {layer_lr_decay}.")
+        raise ValueError(f"layer_lr_decay must be in (0, 1] (1 = off), got {layer_lr_decay}.")
 
 
 def _stages(model: nn.Module) -> tuple[dict[str, int], list[str]]:

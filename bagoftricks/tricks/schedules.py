@@ -61,29 +61,23 @@ def lr_at(
     Steps past ``total_steps`` keep the final value.
     """
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule.name must be one of {', '.join(SCHEDULES)}; got {schedule!r}.")
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}.")
     if total_steps <= 0:
-        raise ValueError(
-            f"The run has {total_steps} optimizer steps; the schedule needs at least one "
-            "(check trainer.max_epochs and the data size)."
-        )
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}.")
     if step < 0 or warmup_steps < 0:
-        raise ValueError(f"step and warmup steps must be >= 0, got step={step}, warmup_steps={warmup_steps}.")
+        raise ValueError(f"step and warmup_steps must be >= 0, got step={step}, warmup_steps={warmup_steps}.")
     if warmup_steps > total_steps:
-        raise ValueError(
-            f"schedule.warmup_epochs ({warmup_steps} steps) is longer than training "
-            f"({total_steps} steps); shorten the warmup or train longer."
-        )
+        raise ValueError(f"warmup_steps ({warmup_steps}) must not exceed total_steps ({total_steps}).")
     step = min(step, total_steps)
 
     if schedule == "onecycle":
         if warmup_steps > 0:
             raise ValueError(
-                "schedule.warmup_epochs must be 0 with schedule.name onecycle, "
-                "which warms up by itself (see schedule.pct_start)."
+                f"warmup_steps must be 0 with schedule='onecycle', which warms up by itself (see pct_start), "
+                f"got {warmup_steps}."
             )
         if not 0 < pct_start < 1:
-            raise ValueError(f"schedule.pct_start must be in (0, 1), got {pct_start}.")
+            raise ValueError(f"pct_start must be in (0, 1), got {pct_start}.")
         return _onecycle(step, total_steps, base_lr, pct_start, div_factor, final_div_factor)
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
