@@ -74,15 +74,14 @@ def make_cifar100(root: str | Path, n_train: int = 64, n_test: int = 32, seed: i
     folder, rng = Path(root) / "cifar-100-python", np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
-        fine = rng.integers(0, 100, n)
-        colors = np.stack([(fine * 67) % 256, (fine * 131 + 80) % 256, (fine * 29 + 160) % 256], axis=1)
-        data = np.repeat(colors, 1024, axis=1) + rng.normal(0, 25, (n, 3072))  # channel-major rows
+        fine = rng.permutation(np.arange(n) % 100)  # as balanced as n allows, in shuffled order
+        data = cifar_rows(fine, rng)
         entry = {
             "filenames": [f"mini_{split}_{i}.png" for i in range(n)],
             "batch_label": f"{'training' if split == 'train' else 'testing'} batch 1 of 1",
             "fine_labels": fine.tolist(),
             "coarse_labels": (fine // 5).tolist(),
-            "data": data.clip(0, 255).astype(np.uint8),
+            "data": data,
         }
         with open(folder / split, "wb") as f:
             pickle.dump(entry, f, protocol=2)
@@ -93,6 +92,54 @@ def make_cifar100(root: str | Path, n_train: int = 64, n_test: int = 32, seed: i
     with open(folder / "meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return Path(root)
+
+
+def cifar_rows(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """CIFAR's ``data`` rows (uint8 [N, 3072], channel-major: 1024 red, 1024 green, 1024 blue) in each label's colour."""
+    colors = np.stack([(labels * 67) % 256, (labels * 131 + 80) % 256, (labels * 29 + 160) % 256], axis=1)
+    return (np.repeat(colors, 1024, axis=1) + rng.normal(0, 25, (len(labels), 3072))).clip(0, 255).astype(np.uint8)
+
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_cifar10(root: str | Path, per_batch: int = 20, n_test: int = 20, seed: int = 0) -> Path:
+    """``root/cifar-10-batches-py/`` as torchvision extracts it: ``data_batch_1..5``, ``test_batch`` and
+    ``batches.meta`` with the real keys; labels cycle through the classes, so batch i holds image
+    ``j`` with label ``(i * per_batch + j) % 10``."""
+    folder, rng = Path(root) / "cifar-10-batches-py", np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = [(f"data_batch_{i}", per_batch, i - 1) for i in range(1, 6)] + [("test_batch", n_test, 0)]
+    for name, n, index in batches:
+        labels = (index * per_batch + np.arange(n)) % 10
+        entry = {
+            "batch_label": f"{'testing' if name == 'test_batch' else 'training'} batch {index + 1} of 5",
+            "labels": labels.tolist(),
+            "data": cifar_rows(labels, rng),
+            "filenames": [f"mini_{name}_{j}.png" for j in range(n)],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"num_cases_per_batch": per_batch, "label_names": CIFAR10_NAMES, "num_vis": 3072}, f, protocol=2)
+    return Path(root)
+
+
+def make_image_folder(
+    root: str | Path,
+    classes: tuple[str, ...] = ("cat", "dog", "frog"),
+    per_class: int = 6,
+    test_per_class: int = 2,
+    side: int = 32,
+    seed: int = 0,
+) -> Path:
+    """``root/train/<class>/`` and ``root/test/<class>/`` of ``side``-px JPEGs, like the extracted shared CIFAR-10 copy."""
+    root, rng = Path(root), np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for c, name in enumerate(classes):
+            for k in range(count):
+                write_image(root / split / name / f"{k:04d}.jpg", c, (side, side), rng)
+    return root
 
 
 def make_cub200(

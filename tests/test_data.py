@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import pickle
 import shutil
@@ -22,6 +23,7 @@ from bagoftricks.data import imagenette
 from bagoftricks.data.cifar100 import CIFAR100DataModule
 from bagoftricks.data.cub200 import CUB200DataModule
 from bagoftricks.data.images import UnreadableImageError
+from bagoftricks.errors import DataError
 from bagoftricks.data.imagenette import ImagenetteDataModule, ImagewoofDataModule
 from bagoftricks.data.transforms import (
     IMAGENET_MEAN,
@@ -45,9 +47,14 @@ def templates(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("templates")
     make_imagenette(root, "imagenette2-160", per_class=2)
     make_imagenette(root, "imagewoof2-320", per_class=1, val_per_class=1)
-    make_cifar100(root, n_train=64, n_test=32)
+    make_cifar100(root, n_train=200, n_test=40)
     make_cub200(root, n_classes=3, per_class=4, train_per_class=2)
     return root
+
+
+# The image-file datasets as the tests build them: the paper's ImageNet preset (whose evaluation
+# resize the cache reproduces exactly), validation on the official split unless a test says otherwise.
+FILES = {"batch_size": 4, "num_workers": 0, "image_size": SIZE, "augment": "imagenet", "val_fraction": 0}
 
 
 @dataclass
@@ -66,8 +73,8 @@ def _serve_fastai(monkeypatch, archive: Path, md5s: tuple[str, ...]) -> None:
 
 def _serve_class(datamodule):
     def serve(monkeypatch, archive: Path, md5s: tuple[str, ...]) -> None:
-        monkeypatch.setattr(datamodule, "url", archive.as_uri())
-        monkeypatch.setattr(datamodule, "known_md5s", md5s)
+        local = dataclasses.replace(datamodule.archive, url=archive.as_uri(), md5s=md5s)
+        monkeypatch.setattr(datamodule, "archive", local)
 
     return serve
 
@@ -77,28 +84,28 @@ CASES = [
         "imagenette",
         "imagenette2-160",
         "imagenette2-160.tgz",
-        lambda root, **kw: ImagenetteDataModule(root, size="160px", batch_size=4, num_workers=0, image_size=SIZE, **kw),
+        lambda root, **kw: ImagenetteDataModule(root, **{"size": "160px", **FILES, **kw}),
         _serve_fastai,
     ),
     Case(
         "imagewoof",
         "imagewoof2-320",
         "imagewoof2-320.tgz",
-        lambda root, **kw: ImagewoofDataModule(root, size="320px", batch_size=4, num_workers=0, image_size=SIZE, **kw),
+        lambda root, **kw: ImagewoofDataModule(root, **{"size": "320px", **FILES, **kw}),
         _serve_fastai,
     ),
     Case(
         "cifar100",
         "cifar-100-python",
         "cifar-100-python.tar.gz",
-        lambda root, **kw: CIFAR100DataModule(root, val_size=8, batch_size=4, num_workers=0, **kw),
+        lambda root, **kw: CIFAR100DataModule(root, val_size=100, batch_size=4, num_workers=0, **kw),
         _serve_class(CIFAR100DataModule),
     ),
     Case(
         "cub200",
         "CUB_200_2011",
         "CUB_200_2011.tgz",
-        lambda root, **kw: CUB200DataModule(root, val_fraction=0.5, batch_size=2, num_workers=0, image_size=SIZE, **kw),
+        lambda root, **kw: CUB200DataModule(root, **{**FILES, "val_fraction": 0.5, "batch_size": 2, **kw}),
         _serve_class(CUB200DataModule),
     ),
 ]
@@ -246,20 +253,21 @@ def test_noisy_labels_come_from_the_csv_column(level, templates, tmp_path):
     assert all(label == dm.wnids.index(Path(p).parent.name) for p, label in dm.val_set.samples)  # val stays clean
 
 
-def test_cifar_coarse_labels_and_seeded_split(templates, tmp_path):
-    root = copy_template(templates, "cifar-100-python", tmp_path)
+def test_cifar_coarse_labels_and_seeded_split(tmp_path):
+    root = make_cifar100(tmp_path, n_train=200, n_test=20)  # two images of every fine class
     coarse = CIFAR100DataModule(root, coarse=True, val_size=0, num_workers=0)
     assert coarse.num_classes == 20  # known before setup, for the CLI link
     coarse.setup("fit")
     with open(root / "cifar-100-python" / "train", "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
+        entry = pickle.load(f, encoding="latin1")  # the fixture we wrote ourselves
     assert coarse.train_set.labels.tolist() == entry["coarse_labels"]
     assert coarse.val_set is coarse.test_set and len(coarse.classes) == 20
 
-    fine = [CIFAR100DataModule(root, val_size=8, split_seed=s, num_workers=0) for s in (0, 0, 1)]
+    fine = [CIFAR100DataModule(root, val_size=100, split_seed=s, num_workers=0) for s in (0, 0, 1)]
     for dm in fine:
         dm.setup("fit")
-    assert len(fine[0].train_set) == 56 and len(fine[0].val_set) == 8
+    assert len(fine[0].train_set) == 100 and len(fine[0].val_set) == 100
+    assert sorted(fine[0].val_set.labels.tolist()) == list(range(100))  # stratified: one of each class
     assert sorted(fine[0].train_set.labels.tolist() + fine[0].val_set.labels.tolist()) == sorted(entry["fine_labels"])
     assert torch.equal(fine[0].val_set.images, fine[1].val_set.images)
     assert not torch.equal(fine[0].val_set.images, fine[2].val_set.images)
@@ -269,7 +277,7 @@ def test_cifar_reduced_copy_with_wrong_keys_is_named(templates, tmp_path):
     root = copy_template(templates, "cifar-100-python", tmp_path)
     with open(root / "cifar-100-python" / "train", "wb") as f:
         pickle.dump({"data": [], "labels_typo": []}, f, protocol=2)
-    with pytest.raises(ValueError, match="cifar-100-python/train is not a CIFAR-100 pickle"):
+    with pytest.raises(DataError, match="cifar-100-python/train is not a CIFAR batch with 'data'"):
         CIFAR100DataModule(root, num_workers=0).setup("fit")
 
 
@@ -300,7 +308,7 @@ def test_cub_zero_based_labels_and_official_split(templates, tmp_path):
         (lambda: ImagenetteDataModule(cache="gpu"), r"data.cache must be one of \('none', 'memory', 'disk'\)"),
         (lambda: CUB200DataModule(auto_augment="best"), "data.auto_augment must be one of"),
         (lambda: CUB200DataModule(val_fraction=1.0), "data.val_fraction must be in"),
-        (lambda: CIFAR100DataModule(val_size=-1), "data.val_size must be 0"),
+        (lambda: CIFAR100DataModule(val_size=-1), "data.val_size must be a whole number of at least 0"),
     ],
 )
 def test_bad_values_raise_one_sentence(make, message):

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from bagoftricks.data.base import ImageDataModule, TensorImageDataset, stratified_split
+from bagoftricks.data.base import ImageDataModule, Split, Splits, TensorImageDataset, stratified_split
+from bagoftricks.errors import ConfigError
 
 # Pixel mean and std of all 1,797 images upsampled to 32 px (values 0..16 scaled to 0..1).
 DIGITS_MEAN, DIGITS_STD = 0.305, 0.324
@@ -28,45 +29,41 @@ def load_digits_tensors(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class DigitsDataModule(ImageDataModule):
-    """The 8x8 digits, upsampled to ``image_size`` with 3 channels, in a fixed stratified split.
+    """The 8x8 digits, upsampled to ``image_size`` (default 32) with 3 channels, in a fixed stratified split.
 
     Args:
         val_fraction: share of each class held out for validation.
         test_fraction: share of each class held out for testing.
-        split_seed: seed of the split (fixed, so every run of an ablation sees the same split).
         augment: light augmentation for training: random shifts of up to 1/8 of the side
             (no flips: a mirrored 2 is not a 2).
+        **kwargs: the settings every dataset shares (:class:`~bagoftricks.data.base.ImageDataModule`),
+            ``split_seed`` seeding the split; nothing to download, so no ``root``.
     """
 
     num_classes = 10
+    native_size = 32
+    workers_by_default = False  # in-memory tensors: worker processes would cost more than the crop they do
+    classes = [str(d) for d in range(10)]
 
     def __init__(
-        self,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 32,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        split_seed: int = 0,
-        augment: bool = True,
-        pin_memory: bool = True,
+        self, *, val_fraction: float = 0.15, test_fraction: float = 0.15, augment: bool = True, **kwargs
     ) -> None:
-        # In-memory tensors: worker processes would cost more than the per-sample crop they do.
-        super().__init__(batch_size, num_workers, image_size, pin_memory)
+        super().__init__(None, download=False, md5=None, **kwargs)
         if not (0 < val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
-            raise ValueError(
+            raise ConfigError(
                 f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) must be "
                 "positive and sum to less than 1."
             )
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.split_seed, self.augment = split_seed, augment
-
-    def setup(self, stage: str | None = None) -> None:
-        images, labels = load_digits_tensors(self.image_size)
-        val_idx, test_idx, train_idx = stratified_split(labels, (self.val_fraction, self.test_fraction), self.split_seed)
+        self.val_fraction, self.test_fraction, self.augment = val_fraction, test_fraction, augment
         normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([DIGITS_MEAN] * 3, [DIGITS_STD] * 3)]
-        pad = self.image_size // 8
-        shift = [v2.RandomCrop(self.image_size, padding=pad)] if self.augment else []
-        self.train_set = TensorImageDataset(images[train_idx], labels[train_idx], v2.Compose(shift + normalize))
-        self.val_set = TensorImageDataset(images[val_idx], labels[val_idx], v2.Compose(normalize))
-        self.test_set = TensorImageDataset(images[test_idx], labels[test_idx], v2.Compose(normalize))
+        shift = [v2.RandomCrop(self.image_size, padding=self.image_size // 8)] if augment else []
+        self.train_tf, self.eval_tf = v2.Compose(shift + normalize), v2.Compose(normalize)
+
+    def read_splits(self) -> Splits:
+        images, labels = load_digits_tensors(self.image_size)
+        every = Split(images, labels)
+        val, test, train = stratified_split(labels, (self.val_fraction, self.test_fraction), self.split_seed)
+        return Splits(every.take(train), every.take(test), self.classes, val=every.take(val))
+
+    def make_dataset(self, split: Split, name: str, train: bool) -> TensorImageDataset:
+        return TensorImageDataset(split.images, split.labels, self.train_tf if train else self.eval_tf)

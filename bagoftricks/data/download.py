@@ -1,138 +1,106 @@
 """Download, verify and safely extract a dataset archive, so no half-extracted folder is ever left.
 
-:class:`DownloadableDataModule` is the DataModule side of it: a dataset that comes as one archive
-declares its folder, url, checksums and layout check, and inherits ``prepare_data`` and the checks
-``setup`` starts with.
+A dataset that comes as one archive declares an :class:`Archive` (its folder, url, checksums and
+the files its extracted layout must hold); :func:`prepare_dataset` does the rest.
 
 Hand-written around torch/torchvision pieces because torchvision's ``download_and_extract_archive``
-writes the archive in place, extracts without tarfile's safety filter, and accepts one checksum
-only, while the fast.ai archives have been re-uploaded with new checksums more than once.
+writes the archive in place, extracts without checking members, and accepts one checksum only,
+while the fast.ai archives have been re-uploaded with new checksums more than once.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import tarfile
 import tempfile
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import URLError
 from urllib.parse import urlparse
 
 from torch.hub import download_url_to_file
 from torchvision.datasets.utils import calculate_md5
 
-from bagoftricks.data.base import ImageDataModule
-from bagoftricks.errors import DataError
+from bagoftricks.errors import DataError, MissingDataError
 
 
-def missing_dataset_error(dataset: str, path: Path) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"{dataset} not found at {path}: pass --data.download true to download it, "
-        f"or set --data.root to the folder that holds {path.name}."
-    )
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable dataset: ``url`` extracts to ``root/folder``, which then holds every path of ``layout``."""
 
-
-class DownloadableDataModule(ImageDataModule):
-    """An :class:`ImageDataModule` whose images come from one archive extracted into ``root``.
-
-    A subclass declares the archive, as class attributes or properties: ``folder`` (its top
-    folder), ``url``, ``known_md5s`` (every published checksum), ``display_name`` (for error
-    messages) and ``check_folder(path)``, which raises unless ``path`` has the extracted layout.
-    Its ``__init__`` keeps every argument explicit, because the CLI reads it, and passes
-    ``root``, ``download`` and ``md5`` (documented there) on to this one.
-    """
-
+    name: str  # for messages: "Imagenette"
     folder: str
     url: str
-    known_md5s: Sequence[str]
-    display_name: str
+    md5s: tuple[str, ...]  # every published checksum of the archive
+    layout: tuple[str, ...]  # paths relative to the folder that an extracted copy has
 
-    def __init__(
-        self,
-        root: str,
-        download: bool,
-        md5: str | None,
-        batch_size: int,
-        num_workers: int | None,
-        image_size: int,
-        pin_memory: bool,
-    ) -> None:
-        super().__init__(batch_size, num_workers, image_size, pin_memory)
-        self.root = Path(root).expanduser()
-        self.download, self.md5 = download, md5
+    @property
+    def filename(self) -> str:
+        return Path(urlparse(self.url).path).name
 
-    def check_folder(self, path: Path) -> None:
-        """Raise unless ``path`` holds the extracted archive's layout, naming what is missing and the fix."""
-        raise NotImplementedError(f"{type(self).__name__} must say how to check its extracted folder.")
+    def check(self, path: Path) -> None:
+        """Raise unless ``path`` has the extracted layout, naming what is missing and the fix."""
+        missing = [name for name in self.layout if not (path / name).exists()]
+        if missing:
+            raise DataError(
+                f"{path} lacks {missing}, so it is not an extracted {self.filename}: "
+                "delete it and pass --data.download true, or fix --data.root."
+            )
 
-    def not_extracted_error(self, path: Path, problem: str) -> FileNotFoundError:
-        """The error ``check_folder`` raises: ``problem`` says what ``path`` lacks, e.g. ``"has no train/ folder"``."""
-        archive = Path(urlparse(self.url).path).name
-        return FileNotFoundError(
-            f"{path} {problem}, so it is not an extracted {archive}: "
-            "delete it and pass --data.download true, or fix --data.root."
-        )
-
-    def prepare_data(self) -> None:
-        prepare_dataset(
-            self.root,
-            self.folder,
-            url=self.url,
-            md5s=[self.md5] if self.md5 else self.known_md5s,
-            download=self.download,
-            check=self.check_folder,
-            dataset=self.display_name,
-        )
-
-    def dataset_path(self) -> Path:
-        """``root/folder`` once it is known to hold the dataset; the missing-dataset or layout error otherwise.
+    def located(self, root: str | Path) -> Path:
+        """``root/folder`` once it holds the dataset; the missing-dataset or layout error otherwise.
 
         ``setup`` starts here: it runs on every process, ``prepare_data`` on one per node only.
         """
-        path = self.root / self.folder
+        path = Path(root) / self.folder
         if not path.exists():
-            raise missing_dataset_error(self.display_name, path)
-        self.check_folder(path)
+            raise MissingDataError(
+                f"{self.name} not found at {path}: pass --data.download true to download it, "
+                f"or set --data.root to the folder that holds {path.name}."
+            )
+        self.check(path)
         return path
 
 
-def prepare_dataset(
-    root: str | Path,
-    folder: str,
-    *,
-    url: str,
-    md5s: Sequence[str],
-    download: bool,
-    check: Callable[[Path], None],
-    dataset: str,
-) -> Path:
-    """Make sure ``root/folder`` holds the extracted dataset, downloading it if allowed.
+def prepare_dataset(root: str | Path, archive: Archive, *, download: bool, md5: str | None = None) -> Path:
+    """Make sure ``root/archive.folder`` holds the extracted dataset, downloading it if allowed.
 
-    An existing folder is only checked for its structure (``check`` raises on a bad one), so a
-    user's own or reduced copy in the genuine layout is used as it is. Otherwise the archive
-    (``root/<name of the url>``, downloaded if absent) is verified against ``md5s`` (empty: not
-    verified), extracted, checked and removed.
+    An existing folder is only checked for its structure, so a user's own or reduced copy in the
+    genuine layout is used as it is. Otherwise the archive (``root/<name of the url>``, downloaded
+    if absent) is verified against ``md5`` or the known checksums, extracted, checked and removed.
     """
-    root = Path(root).expanduser()
-    target = root / folder
-    if target.exists():
-        check(target)
-        return target
-    if not download:
-        raise missing_dataset_error(dataset, target)
+    root = Path(root)
+    target = root / archive.folder
+    if target.exists() or not download:
+        return archive.located(root)
     root.mkdir(parents=True, exist_ok=True)
-    archive = root / Path(urlparse(url).path).name
-    if not archive.exists():
-        # torch.hub writes to a temporary file beside the target and renames it when complete.
-        download_url_to_file(url, str(archive), progress=True)
-    verify_archive(archive, md5s)
-    safe_extract(archive, root, folder)
-    check(target)
-    archive.unlink()
+    file = root / archive.filename
+    if not file.exists():
+        fetch(archive.url, file)
+    verify_archive(file, [md5] if md5 else archive.md5s)
+    safe_extract(file, root, archive.folder)
+    archive.check(target)
+    file.unlink()
     return target
+
+
+def fetch(url: str, file: Path) -> None:
+    """Download ``url`` to ``file``; on failure nothing is left at ``file`` and the message says how to place it by hand."""
+    try:
+        # torch.hub writes to a temporary file beside the target, renames it when complete and
+        # removes it when the transfer fails, so a partial download never has the final name.
+        download_url_to_file(url, str(file), progress=True)
+    except (URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DataError(
+            f"Downloading {url} failed ({reason}): check the network, or download the file by hand, "
+            f"place it at {file} and run again."
+        ) from e
 
 
 def verify_archive(archive: Path, md5s: Sequence[str]) -> None:
@@ -165,28 +133,51 @@ def _is_readable_tar(archive: Path) -> bool:
     return True
 
 
+def unsafe_member(member: tarfile.TarInfo, dest: str) -> str | None:
+    """Why ``member`` may not be extracted into the folder ``dest``, or None if it is a plain file or folder inside it.
+
+    No dataset archive holds links or special files, so they are refused outright: tarfile's own
+    ``data`` filter can be walked out of with a chain of symlinks (CVE-2025-4517) on Pythons
+    without the mid-2025 security releases, and a refusal here does not depend on the version.
+    """
+    if member.issym() or member.islnk():
+        return f"a link to {member.linkname!r}"
+    if not (member.isfile() or member.isdir()):
+        return "a device, fifo or other special file"
+    # With no link anywhere in the archive and a fresh destination, the lexical path is the real one.
+    target = os.path.normpath(os.path.join(dest, member.name))
+    if os.path.commonpath([target, dest]) != dest:
+        return "a path outside the extraction folder"
+    return None
+
+
 def safe_extract(archive: Path, root: Path, folder: str) -> None:
     """Extract ``archive`` into ``root`` via a temporary folder; ``root/folder`` appears only when complete.
 
-    tarfile's ``data`` filter refuses members that would land outside the destination (absolute
-    paths, ``..``, links pointing outside) and device files. A failed extraction removes the
-    archive, since extracting it again would fail again.
+    Every member is checked (:func:`unsafe_member`) before anything is written, and tarfile's
+    ``data`` filter still applies. A refused or failed archive is removed, since extracting it
+    again would fail again.
     """
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.extracting-", dir=root))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+            members = tar.getmembers()
+            dest = os.path.realpath(tmp)
+            for member in members:
+                why = unsafe_member(member, dest)
+                if why is not None:
+                    archive.unlink()
+                    raise DataError(
+                        f"{archive} was refused and removed: its member {member.name!r} is unsafe ({why}); "
+                        "dataset archives hold only files and folders."
+                    )
+            tar.extractall(tmp, members=members, filter="data")
         if not (tmp / folder).is_dir():
             raise DataError(f"{archive} does not contain the folder {folder}/; it is not the expected archive.")
         # Other top-level entries first (CUB ships attributes.txt beside its folder), the dataset last.
         for entry in sorted(tmp.iterdir(), key=lambda p: p.name == folder):
             if not (root / entry.name).exists():
                 entry.rename(root / entry.name)
-    except tarfile.FilterError as e:
-        archive.unlink()
-        raise DataError(
-            f"{archive} was refused and removed: its member {e.tarinfo.name!r} is unsafe ({e})."
-        ) from e
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         archive.unlink(missing_ok=True)
         raise DataError(

@@ -1,5 +1,5 @@
-"""Image files on disk, the decoded cache and the DataModule base shared by the folder datasets
-(Imagenette, Imagewoof, CUB-200).
+"""Image files on disk: decoding, the decoded cache, and :class:`ImageFilesDataModule`, the shared
+piece of every dataset of image files (image folders, Imagenette, Imagewoof, CUB-200).
 
 Decoding a JPEG is the slow part of an input pipeline on a small machine; with ``cache`` each image
 is decoded and resized once into a uint8 store, and later epochs crop tensors from it.
@@ -11,6 +11,7 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,8 +20,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
-from bagoftricks.data.download import DataError, DownloadableDataModule
-from bagoftricks.data.transforms import eval_transform, resize_side, train_transform
+from bagoftricks.data.base import ImageDataModule, Split, check_int, stratified_split
+from bagoftricks.data.transforms import choose_preset, preset_transforms, resize_side
+from bagoftricks.errors import ConfigError, DataError
 
 CACHE_MODES = ("none", "memory", "disk")
 # Decoding to ~8 px (libjpeg at 1/8 scale) still reads every byte of the file, so it finds broken
@@ -30,6 +32,13 @@ _SCAN_SIDE = 8
 
 class UnreadableImageError(DataError):
     """An image file PIL cannot decode; the message names the file and what to do."""
+
+    def __init__(self, message: str) -> None:
+        # Raised in a loader worker, this error reaches the main process rebuilt by torch's
+        # ExceptionWrapper from the worker's whole traceback text: keep only the original sentence.
+        if message.startswith("Caught ") and "Original Traceback" in message:
+            message = message.rstrip().rsplit(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
 
 
 def decode_image(path: str, size: tuple[int, int] | None = None) -> Image.Image:
@@ -157,6 +166,25 @@ def build_decoded(
             Path(f"{partial}.npy").unlink(missing_ok=True)
 
 
+def read_cache_index(file: Path) -> np.ndarray | None:
+    """The index of a complete disk cache at ``file``; None (after removing the pieces) if there is none or it is incomplete."""
+    index_file = Path(f"{file}.index.npy")
+    if not file.exists() and not index_file.exists():
+        return None
+    try:
+        index = np.load(index_file)
+        expected = max(1, int((index[:, 1] * index[:, 2] * 3).sum()))
+        if index.ndim == 2 and index.shape[1] == 3 and file.stat().st_size == expected:
+            return index
+    except (OSError, ValueError, EOFError, IndexError):
+        pass
+    # Truncated or half-deleted (a full disk, a killed copy): decode those images again.
+    warnings.warn(f"The disk cache {file} is incomplete; decoding its images again.", stacklevel=3)
+    file.unlink(missing_ok=True)
+    index_file.unlink(missing_ok=True)
+    return None
+
+
 class ImageFileDataset(Dataset):
     """``(path, label)`` samples decoded with PIL, or read from a :class:`DecodedImages` cache after ``prepare``."""
 
@@ -190,8 +218,9 @@ class ImageFileDataset(Dataset):
                 stats = (os.stat(p) for p in paths)
                 listing = "\n".join(f"{p} {s.st_size} {s.st_mtime_ns}" for p, s in zip(paths, stats))
                 file = Path(f"{cache_file}-{side}px-{hashlib.md5(listing.encode()).hexdigest()[:12]}.u8")
-            if file is not None and file.exists() and Path(f"{file}.index.npy").exists():
-                self.decoded = DecodedImages(np.load(Path(f"{file}.index.npy")), file=file)
+            index = read_cache_index(file) if file is not None else None
+            if index is not None:
+                self.decoded = DecodedImages(index, file=file)
             else:
                 rank_zero_info(f"Decoding {len(paths)} images once into the {cache} cache ({side} px shorter side)...")
                 self.decoded = build_decoded(paths, side, num_workers, file, self.skip_corrupt)
@@ -209,48 +238,79 @@ class ImageFileDataset(Dataset):
             warnings.warn(f"Skipped {len(bad)} unreadable of {len(paths)} images ({shown}{more}).", stacklevel=2)
 
 
-class ImageFilesDataModule(DownloadableDataModule):
-    """A :class:`DownloadableDataModule` of image files: the paper's ImageNet augmentation and the decoded cache.
+class ImageFilesDataModule(ImageDataModule):
+    """The shared piece of every dataset of image files: held-out validation, augmentation presets, the cache.
 
-    A subclass lists every argument in its own ``__init__`` (the CLI reads it), passes these on,
-    and builds its splits with :meth:`image_dataset`. The options are documented on
-    :class:`~bagoftricks.data.imagenette.ImagenetteDataModule`.
+    A dataset of image files is one short subclass that says where its images are and how their
+    labels are read (``read_splits``, returning file paths) and, if it downloads, its ``archive``.
+
+    Args:
+        val_fraction: share of each class's training images held out for validation (stratified,
+            seeded by ``split_seed``); 0 validates on the official evaluation split, as leaderboards do.
+        augment: ``'imagenet'`` (random-resized crop, flip, colour jitter, PCA lighting: the paper's),
+            ``'cifar'`` (pad-and-crop at the native size, flip) or None: ``'cifar'`` up to 64 px, else ``'imagenet'``.
+        auto_augment: ``'autoaugment'`` (the preset's policy), ``'randaugment'``, ``'trivialaugment'`` or None.
+        color_jitter: brightness/contrast/saturation jitter of the ImageNet preset (None: the paper's 0.4; 0: off).
+        pca_lighting: std of its AlexNet PCA lighting noise (None: the paper's 0.1; 0: off).
+        cache: ``'none'`` decodes every image every epoch; ``'memory'`` or ``'disk'`` decode each image once,
+            shorter side resized to ``cache_side``, into uint8 tensors in RAM or a memmap under ``root/.cache``
+            (about N x 1.33 x 3 x cache_side^2 bytes: 0.8 GB for Imagenette's 160px train set at 128 px).
+        cache_side: shorter side stored in the cache; default the evaluation resize (``image_size / 0.875``
+            for the ImageNet preset, ``image_size`` for the CIFAR one). Random crops then come from that resolution.
+        skip_corrupt: skip unreadable images (counted in one warning) instead of stopping at the first.
+        **kwargs: the settings every dataset shares (:class:`~bagoftricks.data.base.ImageDataModule`).
     """
 
     def __init__(
         self,
-        root: str,
-        download: bool,
-        md5: str | None,
-        batch_size: int,
-        num_workers: int | None,
-        image_size: int,
-        pin_memory: bool,
-        auto_augment: str | None,
-        color_jitter: float,
-        pca_lighting: float,
-        cache: str,
-        cache_side: int | None,
-        skip_corrupt: bool,
+        root: str = "data",
+        *,
+        val_fraction: float = 0.1,
+        augment: Literal["imagenet", "cifar"] | None = None,
+        auto_augment: str | None = None,
+        color_jitter: float | None = None,
+        pca_lighting: float | None = None,
+        cache: Literal["none", "memory", "disk"] = "none",
+        cache_side: int | None = None,
+        skip_corrupt: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__(root, download, md5, batch_size, num_workers, image_size, pin_memory)
+        super().__init__(root, **kwargs)
+        if not 0 <= val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be in [0, 1) (0: validate on the test split), got {val_fraction}.")
         if cache not in CACHE_MODES:
-            raise ValueError(f"data.cache must be one of {CACHE_MODES}, got {cache!r}.")
-        # Built at start-up, so a bad auto_augment stops here, with the transform's own message.
-        self.train_tf = train_transform(
-            image_size, auto_augment=auto_augment, color_jitter=color_jitter, pca_lighting=pca_lighting
+            raise ConfigError(f"data.cache must be one of {CACHE_MODES}, got {cache!r}.")
+        if cache_side is not None:
+            check_int("cache_side", cache_side, self.image_size, " (the image size)")
+        self.augment = choose_preset(augment, self.image_size)
+        self.train_tf, self.eval_tf = preset_transforms(
+            self.augment, self.image_size, auto_augment=auto_augment, color_jitter=color_jitter, pca_lighting=pca_lighting
         )
-        self.eval_tf = eval_transform(image_size)
-        self.cache, self.skip_corrupt = cache, skip_corrupt
-        self.cache_side = cache_side or resize_side(image_size)
+        self.val_fraction, self.cache, self.skip_corrupt = val_fraction, cache, skip_corrupt
+        # The size evaluation resizes to, so evaluating from the cache equals evaluating from the file.
+        self.cache_side = cache_side or (self.image_size if self.augment == "cifar" else resize_side(self.image_size))
 
-    def image_dataset(self, samples: list[tuple[str, int]], split: str, train: bool) -> ImageFileDataset:
-        """A split's images with the train or eval transform, cached under ``root/.cache`` as ``cache`` says."""
-        dataset = ImageFileDataset(samples, self.train_tf if train else self.eval_tf, skip_corrupt=self.skip_corrupt)
+    def split_off_val(self, labels):
+        if self.val_fraction == 0:
+            return None
+        val, train = stratified_split(labels, (self.val_fraction,), self.split_seed, at_least_one=True)
+        if len(val) == 0:
+            raise ConfigError(
+                f"data.val_fraction {self.val_fraction} holds out no image (no class has two): "
+                "add images, or set 0 to validate on the test split."
+            )
+        return val, train
+
+    def make_dataset(self, split: Split, name: str, train: bool) -> ImageFileDataset:
+        samples = list(zip(split.images, split.labels.tolist()))
+        return ImageFileDataset(samples, self.train_tf if train else self.eval_tf, skip_corrupt=self.skip_corrupt)
+
+    def prepare_split(self, dataset: ImageFileDataset, name: str) -> None:
+        """Fill the split's cache as ``cache`` says, under ``root/.cache``, or find its unreadable files."""
+        folder = self.archive.folder if self.archive is not None else Path(self.root).name
         dataset.prepare(
             self.cache,
             side=self.cache_side,
             num_workers=self.num_workers,
-            cache_file=self.root / ".cache" / f"{self.folder}-{split}",
+            cache_file=Path(self.root) / ".cache" / f"{folder}-{name}",
         )
-        return dataset
