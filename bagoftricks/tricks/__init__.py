@@ -2,17 +2,13 @@
 functions, usable without Lightning: ``from bagoftricks.tricks import mixup_batch``."""
 
 from bagoftricks.tricks.erasing import random_erasing
-from bagoftricks.tricks.losses import check_distillation, check_smoothing, distillation_loss, smooth_targets, soft_target_cross_entropy
-from bagoftricks.tricks.mixing import check_mixing, cutmix_batch, mix_batch, mixup_batch, rand_box, sample_lam
-from bagoftricks.tricks.optim import check_layer_lr_decay, param_groups, scaled_lr
+from bagoftricks.tricks.losses import distillation_loss, smooth_targets, soft_target_cross_entropy
+from bagoftricks.tricks.mixing import cutmix_batch, mix_batch, mixup_batch, rand_box, sample_lam
+from bagoftricks.tricks.optim import param_groups, scaled_lr
 from bagoftricks.tricks.schedules import SCHEDULES, lr_at
 
 __all__ = [
     "SCHEDULES",
-    "check_distillation",
-    "check_layer_lr_decay",
-    "check_mixing",
-    "check_smoothing",
     "cutmix_batch",
     "distillation_loss",
     "lr_at",

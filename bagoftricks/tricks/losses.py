@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def check_smoothing(smoothing: float) -> None:
+def _check_smoothing(smoothing: float) -> None:
     """Refuse a smoothing outside [0, 1)."""
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}.")
 
 
-def check_distillation(temperature: float, alpha: float) -> None:
+def _check_distillation(temperature: float, alpha: float) -> None:
     """Refuse a temperature <= 0 or a hard-target weight outside [0, 1]."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
@@ -36,7 +36,7 @@ def smooth_targets(target: Tensor, num_classes: int, smoothing: float) -> Tensor
     labels' min and max on the host (a GPU sync per batch); an id outside ``[0, C)`` is still
     refused by the scatter (an error on the CPU, a device assert on a GPU).
     """
-    check_smoothing(smoothing)
+    _check_smoothing(smoothing)
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise ValueError(f"target must hold integer class ids, got dtype {target.dtype}; convert it with .long().")
     probs = torch.full((target.shape[0], num_classes), smoothing / num_classes, device=target.device)
@@ -74,7 +74,7 @@ def distillation_loss(
         temperature: ``T > 0``.
         alpha: weight of the true-label term, in ``[0, 1]``.
     """
-    check_distillation(temperature, alpha)
+    _check_distillation(temperature, alpha)
     student = student_logits.float()
     teacher = teacher_logits.detach().float()
     if target.is_floating_point() and target.ndim == student.ndim:

@@ -163,7 +163,7 @@ def cutmix_batch(
     return _blend(x, y_probs, _keep_mask(h, w, corner, x.device), index)
 
 
-def check_mixing(mixup_alpha: float, cutmix_alpha: float, prob: float = 1.0, switch_prob: float = 0.5) -> None:
+def _check_mixing(mixup_alpha: float, cutmix_alpha: float, prob: float = 1.0, switch_prob: float = 0.5) -> None:
     """Refuse negative alphas and probabilities outside [0, 1]."""
     if mixup_alpha < 0:
         raise ValueError(f"mixup_alpha must be >= 0 (0 turns mixup off), got {mixup_alpha}.")
@@ -195,7 +195,7 @@ def mix_batch(
     so every batch costs the same few kernels and nothing is read back. Draw order: two uniforms (apply?, cutmix?), the
     permutation, mixup's lam, cutmix's lam, the box centre (only the kinds that are on).
     """
-    check_mixing(mixup_alpha, cutmix_alpha, prob, switch_prob)
+    _check_mixing(mixup_alpha, cutmix_alpha, prob, switch_prob)
     if prob == 0 or (mixup_alpha == 0 and cutmix_alpha == 0):
         return x, y_probs
     h, w = x.shape[-2:]

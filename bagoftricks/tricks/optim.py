@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 
-def check_layer_lr_decay(layer_lr_decay: float) -> None:
+def _check_layer_lr_decay(layer_lr_decay: float) -> None:
     """Refuse a discriminative-LR factor outside (0, 1]."""
     if not 0 < layer_lr_decay <= 1:
         raise ValueError(f"layer_lr_decay must be in (0, 1] (1 = off), got {layer_lr_decay}.")
@@ -57,7 +57,7 @@ def param_groups(
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
-    check_layer_lr_decay(layer_lr_decay)
+    _check_layer_lr_decay(layer_lr_decay)
     stage_of, stage_names = _stages(model)
     named = list(model.named_parameters())  # shared parameters appear once
     # Parameters owned directly by the model (no child) count as stem.
