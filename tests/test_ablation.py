@@ -106,10 +106,13 @@ def test_table_matches_hand_computation(tiny):
         assert cells[step][3] == f"{mean:.2f} ± {std:.2f}"
         assert cells[step][4] == f"±{ci:.2f}"
     base, ls = top1["baseline"], top1["+label smoothing"]
-    delta = sum(ls) / 2 - sum(base) / 2
-    va, vb = statistics.variance(ls) / 2, statistics.variance(base) / 2
-    half_width = 0.0 if va + vb == 0 else student_t.ppf(0.975, (va + vb) ** 2 / (va**2 + vb**2)) * math.sqrt(va + vb)
-    expected = f"{delta:+.2f}" + (" ~" if abs(delta) <= half_width else "")
+    differences = [a - b for a, b in zip(ls, base)]  # paired by seed: the rows are in seed order
+    delta = statistics.fmean(differences)
+    half_width = student_t.ppf(0.975, 1) * statistics.stdev(differences) / math.sqrt(2)
+    # One comparison in the table (the parent is the base), so Holm's adjustment changes nothing:
+    # `*` exactly when the interval excludes 0.
+    mark = " ~" if abs(delta) <= half_width else " *"
+    expected = f"{delta:+.2f} [{delta - half_width:+.2f}, {delta + half_width:+.2f}]{mark}"
     assert cells["+label smoothing"][5] == expected and cells["+label smoothing"][6] == expected
     assert cells["baseline"][5] == "" and cells["baseline"][6] == ""
 
@@ -122,11 +125,21 @@ def test_statistics_against_reference_numbers():
     assert welch_half_width([91.0, 93.0, 95.0], [90.0, 92.0, 94.0]) == pytest.approx(2.776445 * math.sqrt(8 / 3), rel=1e-6)
     rows = [{"step_index": i, "step": s, "parent": p, "seed": k, "val_top1": v, "val_top5": None, "test_top1": None,
              "time_per_epoch_s": 1.0, "params": 1.0, "macs": 1.0}
-            for i, (s, p, values) in enumerate([("a", "", [90, 92, 94]), ("b", "a", [91, 93, 95]), ("c", "b", [99, 100, 101])])
+            for i, (s, p, values) in enumerate([("a", "", [90, 92, 94]), ("b", "a", [91, 94, 95]), ("c", "b", [99, 100, 101])])
             for k, v in enumerate(values)]  # fmt: skip
     summary = summarize(rows)
-    assert [s.delta_prev for s in summary] == [None, 1.0, 7.0]
-    assert summary[2].delta_base == 8.0 and summary[1].delta_prev_hw == pytest.approx(2.776445 * math.sqrt(8 / 3), rel=1e-6)
+    assert summary[0].delta_prev is None and summary[0].delta_base is None
+    # b - a per seed: 1, 2, 1 -> mean 4/3, sd 1/sqrt(3), half-width t(2) * sd / sqrt(3) = 4.302653 / 3.
+    b = summary[1].delta_prev
+    assert b.delta == pytest.approx(4 / 3) and b.high - b.delta == pytest.approx(4.302653 / 3, rel=1e-6)
+    assert summary[1].delta_base == b and b.reference == "a"
+    # c - b per seed: 8, 6, 6; c - a: 9, 8, 7 (both intervals exclude 0).
+    assert summary[2].delta_prev.delta == pytest.approx(20 / 3) and summary[2].delta_base.delta == 8.0
+    assert summary[2].delta_base.low == pytest.approx(8 - 4.302653 / math.sqrt(3), rel=1e-6)
+    # Holm over the three distinct comparisons (b-a, c-b, c-a): the smallest p times 3, then 2, then 1.
+    raw = sorted([b.p, summary[2].delta_prev.p, summary[2].delta_base.p])
+    adjusted = sorted([b.p_holm, summary[2].delta_prev.p_holm, summary[2].delta_base.p_holm])
+    assert adjusted[0] == pytest.approx(3 * raw[0]) and adjusted[2] == pytest.approx(max(raw[2], adjusted[1]))
 
 
 def test_repeated_command_skips_finished_runs(tiny, monkeypatch):

@@ -52,15 +52,15 @@ from bagoftricks.ablation.report import (
     figure_val_curves,
     load_results,
     markdown_table,
-    mean_ci,
     summarize,
-    welch_half_width,
     write_report,
 )
 from bagoftricks.ablation.runner import ablate, ablate_main
 from bagoftricks.ablation.spec import Run, Spec, load_spec, plan
+from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, t_quantile, welch_half_width
 
 __all__ = [
+    "Paired",
     "Run",
     "Spec",
     "ablate",
@@ -68,12 +68,16 @@ __all__ = [
     "figure_lr",
     "figure_top1",
     "figure_val_curves",
+    "holm",
     "load_results",
     "load_spec",
     "markdown_table",
+    "mcnemar",
     "mean_ci",
+    "paired",
     "plan",
     "summarize",
+    "t_quantile",
     "welch_half_width",
     "write_report",
 ]

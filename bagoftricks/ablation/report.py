@@ -6,6 +6,7 @@ The notebook ``notebooks/ablation_report.ipynb`` calls these same functions on a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -19,6 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bagoftricks.ablation.stats import Paired, holm, mean_ci, paired
+
 # One row per run; metrics in percent (top-1/top-5) as the paper reports them.
 COLUMNS = (
     "step_index", "step", "parent", "seed", "val_top1", "val_top1_best", "val_top5", "val_loss", "test_top1", "test_top5",
@@ -27,8 +30,10 @@ COLUMNS = (
 FOOTER = (
     "top-1: the last epoch's val/top1 (not the best epoch, which is biased upwards), mean ± sample std "
     "(ddof=1) over seeds; 95% CI: half-width of the t-interval of the mean. Δ prev: vs the step this one "
-    "builds on; Δ base: vs the first step; both in points. `~`: |Δ| ≤ the 95% Welch t-interval half-width "
-    "of the difference, i.e. within seed noise (not significant at 5%)."
+    "builds on; Δ base: vs the first step; in points, paired by seed (the mean of the per-seed differences; "
+    "same seed = same initialisation and data order) with its 95% paired-t interval. `~`: the interval "
+    "includes 0, the sign is not established; `*`: significant at 5% after Holm's adjustment across "
+    "all the table's distinct comparisons; no mark: the interval excludes 0 but Holm's adjustment does not confirm it."
 )
 
 
@@ -127,37 +132,7 @@ def load_results(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [{k: (v if k in text_columns else None if v == "" else float(v)) for k, v in row.items()} for row in rows]
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
-def t_quantile(df: float) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (two-sided 95%)."""
-    from scipy.stats import t  # scipy comes with scikit-learn, a dependency
-
-    return float(t.ppf(0.975, df))
-
-
-def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean, sample std (ddof=1) and the 95% t-interval half-width; std and CI are NaN for one value."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    mean = statistics.fmean(values)
-    if n < 2:
-        return mean, math.nan, math.nan
-    std = statistics.stdev(values)
-    return mean, std, t_quantile(n - 1) * std / math.sqrt(n)
-
-
-def welch_half_width(a: list[float], b: list[float]) -> float:
-    """Half-width of the 95% Welch t-interval of mean(a) - mean(b); NaN with fewer than 2 values in either."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return 0.0
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
-    return t_quantile(df) * math.sqrt(va + vb)
+# ----------------------------------------------------------------------------- the per-step summary
 
 
 @dataclass
@@ -170,10 +145,8 @@ class StepSummary:
     top1_mean: float
     top1_std: float
     top1_ci: float
-    delta_prev: float | None
-    delta_prev_hw: float | None
-    delta_base: float | None
-    delta_base_hw: float | None
+    delta_prev: Paired | None  # vs the step this one builds on, paired by seed
+    delta_base: Paired | None  # vs the first step
     top5_mean: float
     test_top1_mean: float
     time_per_epoch_s: float
@@ -191,11 +164,15 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def _delta(top1: dict[str, list[float]], name: str, other: str) -> tuple[float | None, float | None]:
-    """Difference of mean top-1 of step ``name`` minus step ``other``, and its 95% Welch half-width."""
-    if not other or other == name or other not in top1:
-        return None, None
-    return mean_ci(top1[name])[0] - mean_ci(top1[other])[0], welch_half_width(top1[name], top1[other])
+def _with_holm(summaries: list[StepSummary]) -> list[StepSummary]:
+    """Holm's adjustment over the distinct comparisons of the table (a step whose parent is the base is one test)."""
+    tests = {(s.name, d.reference): d for s in summaries for d in (s.delta_prev, s.delta_base) if d is not None}
+    adjusted = dict(zip(tests, holm([d.p for d in tests.values()])))
+    for s in summaries:
+        for field in ("delta_prev", "delta_base"):
+            if (d := getattr(s, field)) is not None:
+                setattr(s, field, dataclasses.replace(d, p_holm=adjusted[(s.name, d.reference)]))
+    return summaries
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[StepSummary]:
@@ -203,48 +180,52 @@ def summarize(rows: list[dict[str, Any]]) -> list[StepSummary]:
     by_step: dict[str, list[dict[str, Any]]] = {}
     for row in in_spec_order(rows):
         by_step.setdefault(row["step"], []).append(row)
-    top1 = {name: [r["val_top1"] for r in group if r["val_top1"] is not None] for name, group in by_step.items()}
+    by_seed = {name: {int(r["seed"]): r["val_top1"] for r in group if r["val_top1"] is not None} for name, group in by_step.items()}
     base = next(iter(by_step), "")
+
+    def delta(name: str, other: str) -> Paired | None:
+        return paired(by_seed[name], by_seed[other], other) if other and other != name and other in by_seed else None
+
     summaries = []
     for name, group in by_step.items():
-        mean, std, ci = mean_ci(top1[name])
+        top1 = list(by_seed[name].values())
         parent = group[0]["parent"] or ""
-        summary = StepSummary(int(group[0]["step_index"]), name, parent, len(top1[name]), top1[name], mean, std, ci,
-                              *_delta(top1, name, parent), *_delta(top1, name, base),
+        summary = StepSummary(int(group[0]["step_index"]), name, parent, len(top1), top1, *mean_ci(top1),
+                              delta(name, parent), delta(name, base),
                               _mean(group, "val_top5"), _mean(group, "test_top1"),
                               _mean(group, "time_per_epoch_s"), _mean(group, "params"), _mean(group, "macs"))  # fmt: skip
         summaries.append(summary)
-    return summaries
+    return _with_holm(summaries)
 
 
 # ----------------------------------------------------------------------------- the table
-
-
-def within_noise(delta: float, half_width: float) -> bool:
-    return not math.isnan(half_width) and abs(delta) <= half_width
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:
     return "" if value is None or math.isnan(value) else format(value, fmt)
 
 
-def _delta_cell(value: float | None, half_width: float | None) -> str:
-    if value is None:
+def _delta_cell(d: Paired | None) -> str:
+    """``+1.61 [-0.20, +3.42] ~``: the paired delta, its 95% interval, and a mark (see FOOTER)."""
+    if d is None:
         return ""
-    return f"{value:+.2f}" + (" ~" if within_noise(value, half_width) else "")
+    if math.isnan(d.low):
+        return f"{d.delta:+.2f}"
+    mark = " *" if d.p_holm < 0.05 else "" if d.trusted else " ~"
+    return f"{d.delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{mark}"
 
 
 def table_rows(summaries: list[StepSummary]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the per-step table (shared by results.md, the printed table and the notebook)."""
     has_test = any(not math.isnan(s.test_top1_mean) for s in summaries)
-    header = ["#", "step", "n", "top-1 (%)", "95% CI", "Δ prev", "Δ base", "top-5 (%)"]
+    header = ["#", "step", "n", "top-1 (%)", "95% CI", "Δ prev [95% CI]", "Δ base [95% CI]", "top-5 (%)"]
     header += ["test top-1 (%)"] * has_test + ["s/epoch", "params (M)", "GMACs"]
     rows = []
     for s in summaries:
         top1 = _num(s.top1_mean) + (f" ± {_num(s.top1_std)}" if not math.isnan(s.top1_std) else "")
         ci = f"±{_num(s.top1_ci)}" if not math.isnan(s.top1_ci) else ""
         cells = [str(s.index), s.name, str(s.n), top1, ci]
-        cells += [_delta_cell(s.delta_prev, s.delta_prev_hw), _delta_cell(s.delta_base, s.delta_base_hw)]
+        cells += [_delta_cell(s.delta_prev), _delta_cell(s.delta_base)]
         cells += [_num(s.top5_mean)] + [_num(s.test_top1_mean)] * has_test
         cells += [_num(s.time_per_epoch_s, ".1f"), _num(s.params / 1e6), _num(s.macs / 1e9, ".3f")]
         rows.append(cells)

@@ -1,0 +1,150 @@
+"""The statistics of an ablation table, in plain Python (scipy is not a dependency; the tests compare with it).
+
+- ``mean_ci``: mean, sample std and the 95% t-interval of one step's seeds;
+- ``paired``: a step against its reference, seed by seed. Runs with the same seed share initialisation and
+  data order, so the per-seed differences vary far less than the runs do, and their t-interval resolves
+  effects that the unpaired (Welch) interval cannot;
+- ``holm``: Holm's step-down adjustment, so that among the many deltas of one table the chance of any
+  false "significant" stays at 5% (Holm 1979, Scand. J. Statist. 6:65-70);
+- ``mcnemar``: McNemar's test on the images two runs classify differently (exact binomial, and mid-p).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+
+def _betainc_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularised incomplete beta function (modified Lentz's method)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)), -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + numerator * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b) (Numerical Recipes, section 6.4)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(log_front) * _betainc_fraction(a, b, x) / a
+    return 1 - math.exp(log_front) * _betainc_fraction(b, a, 1 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with ``df`` (not necessarily integer) degrees of freedom."""
+    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1 - tail
+
+
+def t_quantile(df: float, level: float = 0.975) -> float:
+    """The ``level`` quantile of Student's t (0.975: the two-sided 95% interval's), by bisection on ``t_sf``."""
+    low, high = 0.0, 1.0
+    while t_sf(high, df) > 1 - level:
+        high *= 2
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if t_sf(middle, df) > 1 - level else (low, middle)
+        if high - low < 1e-12:
+            break
+    return (low + high) / 2
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean, sample std (ddof=1) and the 95% t-interval half-width; std and CI are NaN for one value."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, math.nan, math.nan
+    std = statistics.stdev(values)
+    return mean, std, t_quantile(n - 1) * std / math.sqrt(n)
+
+
+def welch_half_width(a: list[float], b: list[float]) -> float:
+    """Half-width of the 95% Welch t-interval of mean(a) - mean(b); NaN with fewer than 2 values in either."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    return t_quantile(df) * math.sqrt(va + vb)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A step minus its reference over the seeds both have: mean difference, 95% paired-t interval, p-value."""
+
+    reference: str
+    n: int
+    delta: float
+    low: float  # NaN with fewer than 2 pairs
+    high: float
+    p: float  # two-sided p of the paired t-test (NaN with fewer than 2 pairs)
+    p_holm: float = math.nan  # p after Holm's adjustment across the table
+
+    @property
+    def trusted(self) -> bool:
+        """The sign is trusted only when the 95% interval excludes 0."""
+        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
+
+
+def paired(step: dict[int, float], reference: dict[int, float], name: str = "") -> Paired | None:
+    """``step`` minus ``reference`` (values by seed), paired by seed; None when they share no seed."""
+    seeds = sorted(set(step) & set(reference))
+    if not seeds:
+        return None
+    differences = [step[s] - reference[s] for s in seeds]
+    delta, std, half_width = mean_ci(differences)
+    if len(seeds) < 2:
+        return Paired(name, 1, delta, math.nan, math.nan, math.nan)
+    if std == 0:  # every seed moved by the same amount: certain within these seeds
+        return Paired(name, len(seeds), delta, delta, delta, 1.0 if delta == 0 else 0.0)
+    t = delta / (std / math.sqrt(len(seeds)))
+    return Paired(name, len(seeds), delta, delta - half_width, delta + half_width, min(1.0, 2 * t_sf(abs(t), len(seeds) - 1)))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count): the i-th smallest of m p-values
+    is multiplied by m - i (i from 0), and the running maximum keeps the order."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def _log_binom_pmf(k: int, n: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+
+
+def mcnemar(only_a: int, only_b: int) -> tuple[float, float]:
+    """McNemar's exact test on the discordant images: ``only_a`` right only in run A, ``only_b`` only in B.
+
+    Under "A and B are equally good", each discordant image is a fair coin. Returns the two-sided exact
+    p-value and the mid-p value (the exact one minus half the probability of the observed count on each
+    side, less conservative; Fagerland et al. 2013, BMC Med Res Methodol 13:91).
+    """
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0, 1.0
+    tail = sum(math.exp(_log_binom_pmf(i, n)) for i in range(k + 1))
+    exact = min(1.0, 2 * tail)
+    mid = min(1.0, 2 * (tail - 0.5 * math.exp(_log_binom_pmf(k, n))))
+    return exact, mid
