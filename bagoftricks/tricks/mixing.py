@@ -52,7 +52,7 @@ def _permutation(n: int, device: torch.device, generator: torch.Generator | None
 
 
 def _cut_sizes(h: int, w: int, lam: float | Tensor) -> tuple[int, int] | tuple[Tensor, Tensor]:
-    """``int(h * sqrt(1 - lam)), int(w * sqrt(1 - lam))``: the sides of a box covering ``1 - lam`` (timm's ``rand_bbox``)."""
+    """The sides ``int(h * sqrt(1 - lam)), int(w * sqrt(1 - lam))`` of a box covering ``1 - lam`` (timm's ``rand_bbox``)."""
     if isinstance(lam, Tensor):
         ratio = (1.0 - lam).sqrt()
         return (h * ratio).long(), (w * ratio).long()
