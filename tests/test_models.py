@@ -2,6 +2,7 @@
 
 import pytest
 import timm
+from host_reads import HostReads
 import torch
 import torchvision
 from torch import nn
@@ -320,6 +321,14 @@ def test_drop_path_matches_timm(name, timm_name):
         torch.testing.assert_close(ours(x), expected)
         torch.manual_seed(2)
         assert not torch.allclose(ours(x), expected)  # other draws drop other branches
+
+
+def test_drop_path_and_blur_pool_read_nothing_back():
+    """A training forward with both flags never waits on the device for a value."""
+    model = create_model("resnet18", 3, drop_path_rate=0.3, blur_pool=True).train()
+    with HostReads() as reads:
+        model(torch.randn(4, 3, 32, 32))
+    assert reads.ops == []
 
 
 def test_drop_path_is_identity_in_eval():
