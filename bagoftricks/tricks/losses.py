@@ -38,7 +38,7 @@ def smooth_targets(target: Tensor, num_classes: int, smoothing: float) -> Tensor
     """
     _check_smoothing(smoothing)
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise ValueError(f"target must hold integer class ids, got dtype {target.dtype}; convert it with .long().")
+        raise ValueError(f"target must hold integer class ids, got dtype {target.dtype}; pass the labels as an integer tensor.")
     probs = torch.full((target.shape[0], num_classes), smoothing / num_classes, device=target.device)
     return probs.scatter_(1, target.long()[:, None], 1.0 - smoothing + smoothing / num_classes)
 

@@ -1,8 +1,10 @@
 """Batch mixing: mixup (Zhang et al. 2018) and cutmix (Yun et al. 2019).
 
 Every random choice is a parameter (``lam``, ``index``, ``box``, ``generator``), so a test can
-pin it. With a ``generator`` every draw comes from it, on its device; without one, from the
-global RNG of the batch's device, which ``seed_everything`` makes reproducible.
+pin it. With a ``generator`` every draw comes from it, on its device, and is then moved to the
+batch's device (a CPU generator with a GPU batch costs a copy per draw: use a generator on the
+batch's device); without one, draws come from the global RNG of the batch's device, which
+``seed_everything`` makes reproducible.
 Targets are probabilities ``[N, C]`` (already label-smoothed if smoothing is on), so smoothing
 is folded in once and mixing only combines distributions.
 
@@ -52,7 +54,7 @@ def _permutation(n: int, device: torch.device, generator: torch.Generator | None
 
 
 def _cut_sizes(h: int, w: int, lam: float | Tensor) -> tuple[int, int] | tuple[Tensor, Tensor]:
-    """The sides ``int(h * sqrt(1 - lam)), int(w * sqrt(1 - lam))`` of a box covering ``1 - lam`` (timm's ``rand_bbox``)."""
+    """The sides ``int(h * sqrt(1 - lam))``, ``int(w * sqrt(1 - lam))`` of a ``1 - lam`` box (timm's ``rand_bbox``)."""
     if isinstance(lam, Tensor):
         ratio = (1.0 - lam).sqrt()
         return (h * ratio).long(), (w * ratio).long()
