@@ -1,4 +1,5 @@
-"""The LR schedule as a callback: a closed-form function of the global step, set before every step."""
+"""The LR schedule (a closed-form function of the global step, set before every step) and the raw
+per-step log of loss and LR, written without a host sync per step."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import math
 from typing import Literal
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
-from bagoftricks.tricks import lr_at
+from bagoftricks.errors import ConfigError, TrainingDivergedError
+from bagoftricks.tricks import SCHEDULES, lr_at
 
 
 class LRSchedule(Callback):
@@ -41,8 +44,16 @@ class LRSchedule(Callback):
         div_factor: float = 25.0,
         final_div_factor: float = 1e4,
     ) -> None:
+        if name not in SCHEDULES:
+            raise ConfigError(f"schedule.name must be one of {', '.join(SCHEDULES)}, got {name!r}.")
         if warmup_epochs < 0:
-            raise ValueError(f"schedule.warmup_epochs must be >= 0, got {warmup_epochs}.")
+            raise ConfigError(f"schedule.warmup_epochs must be >= 0, got {warmup_epochs}.")
+        if name == "onecycle" and warmup_epochs > 0:
+            raise ConfigError(
+                "schedule.warmup_epochs must be 0 with schedule.name onecycle, which warms up by itself (see schedule.pct_start)."
+            )
+        if name == "onecycle" and not 0 < pct_start < 1:
+            raise ConfigError(f"schedule.pct_start must be in (0, 1), got {pct_start}.")
         self.name, self.warmup_epochs, self.final_lr_factor = name, warmup_epochs, final_lr_factor
         self.milestones, self.gamma = list(milestones or []), gamma
         self.pct_start, self.div_factor, self.final_div_factor = pct_start, div_factor, final_div_factor
@@ -52,14 +63,18 @@ class LRSchedule(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise ValueError("The LR schedule needs a finite training length; set trainer.max_epochs or trainer.max_steps.")
+            raise ConfigError("The LR schedule needs a finite training length; set trainer.max_epochs or trainer.max_steps.")
         self.total_steps = int(total)
         # Optimizer steps per epoch, so warmup and milestones given in epochs become steps.
         batches = trainer.num_training_batches
         per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else self.total_steps
         self.warmup_steps = round(self.warmup_epochs * per_epoch)
         self.milestone_steps = [round(m * per_epoch) for m in self.milestones]
-        self.lr_factor(0)  # lr_at refuses impossible settings (warmup longer than training, ...) before step 0
+        if self.warmup_steps > self.total_steps:
+            raise ConfigError(
+                f"schedule.warmup_epochs ({self.warmup_steps} steps) is longer than training "
+                f"({self.total_steps} steps); shorten the warmup or train longer."
+            )
 
     def lr_factor(self, step: int) -> float:
         """The LR at ``step`` as a fraction of the peak LR."""
@@ -82,6 +97,62 @@ class LRSchedule(Callback):
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-        # The head's group (lr_scale 1) carries the reference LR.
-        head_lr = trainer.optimizers[0].param_groups[-1]["lr"]
-        pl_module.log("train/lr", head_lr, on_step=True, on_epoch=False)
+
+
+class StepLog(Callback):
+    """``train/loss`` and ``train/lr``: one raw value per optimizer step (no smoothing), kept on the
+    device and written to every logger in one transfer every ``trainer.log_every_n_steps`` steps,
+    with their true step numbers.
+
+    Reading a device value on the host (``.item()``, ``if`` on a tensor) makes the CPU wait for
+    the GPU to finish every queued kernel; once per step, that idles a fast GPU (airbench and
+    Lightning's performance guide avoid it). The non-finite loss guard runs on the values as they
+    are read, so training stops at the first flush after a NaN, naming the step where it appeared.
+    The progress bar shows the latest flushed loss. The module adds this callback itself.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int, float]] = []  # (global step, epoch, lr) of each optimizer step
+        self.losses: list[torch.Tensor] = []  # the same steps' mean losses, still on the device
+        self.pending: torch.Tensor | None = None  # loss summed over the batches accumulated so far
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        # Lightning's outputs["loss"] is divided by accumulate_grad_batches: their sum is the step's mean.
+        loss = outputs["loss"].detach()
+        self.pending = loss if self.pending is None else self.pending + loss
+        step = trainer.global_step - 1  # the step that just ran (global_step counts finished steps)
+        if step >= 0 and (not self.steps or self.steps[-1][0] < step):
+            self.steps.append((step, trainer.current_epoch, trainer.optimizers[0].param_groups[-1]["lr"]))
+            self.losses.append(self.pending)
+            self.pending = None
+            if len(self.steps) >= trainer.log_every_n_steps:
+                self.flush(trainer)
+
+    # Also before validation (its metrics are logged after these steps, which some loggers need),
+    # at the end of an epoch (before its checkpoint) and of training.
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer)
+
+    def flush(self, trainer: L.Trainer) -> None:
+        """Read the kept losses in one transfer, stop on a non-finite one, write them to the loggers."""
+        if not self.steps:
+            return
+        losses = torch.stack(self.losses).float().cpu().tolist()
+        steps, self.steps, self.losses = self.steps, [], []
+        for (step, _, _), loss in zip(steps, losses):
+            if not math.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"train/loss is {loss} at step {step}; the usual causes are an FP16 overflow (use bf16-mixed or "
+                    "32-true), too high an LR (lower it or add schedule.warmup_epochs) or bad input data."
+                )
+        trainer.progress_bar_metrics["train/loss"] = losses[-1]
+        for logger in trainer.loggers:
+            for (step, epoch, lr), loss in zip(steps, losses):
+                logger.log_metrics({"train/loss": loss, "train/lr": lr, "epoch": epoch}, step=step)
+            logger.save()

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import pickle
-import sys
 import warnings
+from typing import Any
 
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from bagoftricks.callbacks import LRSchedule
-from bagoftricks.data import DataError, ImageDataModule
+from bagoftricks.data import ImageDataModule
+from bagoftricks.errors import ConfigError
+from bagoftricks.models import fit_report, read_checkpoint
 from bagoftricks.module import ClassificationModule
 
 
@@ -44,6 +44,40 @@ class BagOfTricksCLI(LightningCLI):
         )
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """Resume with the config the user gave, not the checkpoint's hyperparameters.
+
+        LightningCLI would parse the checkpoint's saved hyperparameters over the command line, so
+        ``--model.label_smoothing 0.3 --ckpt_path last.ckpt`` trained with the checkpoint's value.
+        Here the checkpoint gives weights and loop state only; ``_check_checkpoint`` refuses one
+        whose network does not fit the config.
+        """
+
+    def _check_checkpoint(self) -> None:
+        config = self.config[self.subcommand]
+        path = config.get("ckpt_path")
+        if self.subcommand == "fit" and 0 in (self.trainer.max_epochs, self.trainer.max_steps):
+            raise ConfigError("trainer.max_epochs and trainer.max_steps must be positive: 0 trains nothing.")
+        if not path or path in ("last", "best", "hpc", "registry"):  # Lightning's own names, resolved by it
+            return
+        state, hparams = read_checkpoint(path, role="--ckpt_path", weights_only=config.get("weights_only") is not False)
+        problems = fit_report(self.model.backbone, state)
+        if problems:
+            trained = f" (it was trained as {hparams['backbone']} with {hparams['num_classes']} classes)" if hparams else ""
+            raise ConfigError(
+                f"--ckpt_path {path} does not fit this config's model.backbone {self.model.hparams.backbone} with "
+                f"{self.model.hparams.num_classes} classes{trained}: {problems}; pass the config it was trained with."
+            )
+
+    before_fit = before_validate = before_test = before_predict = _check_checkpoint
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]):
+        # The checkpoint group always adds a ModelCheckpoint, which Lightning refuses beside
+        # --trainer.enable_checkpointing false: that switch drops it instead.
+        if config.get("enable_checkpointing") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         # --ckpt_path files load as tensors only unless the user explicitly trusts the file
@@ -66,36 +100,14 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
         # otherwise refuse to run twice in the same folder.
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
-        trainer_defaults={"log_every_n_steps": 1},  # raw per-step values, as the paper's curves need
         args=args,
         run=run,
     )
 
 
 def ignore_known_warnings() -> None:
-    """Lightning 2.6's own use of a torch API that torch 2.14 deprecates: printed at every fit and
-    not for a user to act on."""
+    """Warnings printed at every fit that are not for a user to act on: Lightning 2.6's own use of a
+    torch API that torch 2.14 deprecates, and its advice to log more often than an epoch has steps
+    (StepLog writes every step's value at the end of each epoch anyway)."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The console script: a user's mistake is one line on stderr, not a traceback.
-
-    Set ``BAGOFTRICKS_TRACEBACK=1`` to see the full traceback.
-    """
-    args = sys.argv[1:] if argv is None else argv
-    ignore_known_warnings()
-    try:
-        if args[:1] == ["ablate"]:
-            from bagoftricks.ablation import ablate_main
-
-            ablate_main(args[1:])
-        else:
-            cli_main(argv)  # None: LightningCLI reads sys.argv itself
-    except (ValueError, FileNotFoundError, FloatingPointError, DataError, pickle.UnpicklingError) as err:
-        if os.environ.get("BAGOFTRICKS_TRACEBACK"):
-            raise
-        if isinstance(err, pickle.UnpicklingError):
-            err = "the checkpoint holds pickled objects and weights-only loading refused it; " \
-                  "pass --weights_only false only for a file you trust."
-        sys.exit(f"bagoftricks: error: {err}")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")

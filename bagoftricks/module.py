@@ -2,12 +2,13 @@
 
 Each trick of He et al. 2019 is one constructor argument, so a YAML diff or a CLI flag
 (``--model.label_smoothing 0.1``) switches it on; the trick itself is a pure function in
-``bagoftricks.tricks``, and this file only wires it in.
+``bagoftricks.tricks``, and this file only wires it in. Settings are checked once, here, when the
+module is built; the training step reads no device value on the host.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import lightning as L
@@ -18,54 +19,100 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from bagoftricks.models import create_model
-from bagoftricks.tricks import (
-    check_distillation,
-    check_layer_lr_decay,
-    check_mixing,
-    check_smoothing,
-    distillation_loss,
-    mix_batch,
-    param_groups,
-    scaled_lr,
-    smooth_targets,
-    soft_target_cross_entropy,
-)
+from bagoftricks.callbacks import StepLog
+from bagoftricks.errors import ConfigError
+from bagoftricks.models import create_model, fit_report, read_checkpoint
+from bagoftricks.tricks import distillation_loss, mix_batch, param_groups, scaled_lr, smooth_targets, soft_target_cross_entropy
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+@dataclass
+class Tricks:
+    """The training step's tricks in one place: switch one by assigning, e.g.
+    ``module.tricks.mixup_alpha = 0.2`` or ``module.tricks.teacher = None`` (benchmarks/tricks.py does).
+
+    The module checks the values it is built with; values assigned later are the caller's to check.
+    """
+
+    num_classes: int
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    mix_switch_prob: float = 0.5
+    distill_temperature: float = 1.0
+    distill_alpha: float = 0.5
+    # A frozen model, kept out of the module tree on purpose: not saved in the student's
+    # checkpoints, not counted in its parameters and not switched to train mode by Lightning.
+    teacher: nn.Module | None = None
+
+    @property
+    def mixing(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, loss)`` of one training batch with every trick applied."""
+        # Targets stay class ids unless a trick needs probabilities; smoothing is folded in once,
+        # before mixing, so mixed targets are never smoothed twice.
+        target = y
+        if self.label_smoothing > 0 or self.mixing:
+            target = smooth_targets(y, self.num_classes, self.label_smoothing)
+        if self.mixing:
+            x, target = mix_batch(x, target, self.mixup_alpha, self.cutmix_alpha, self.mix_prob, self.mix_switch_prob)
+        logits = model(x)
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(x)  # the same (mixed) input, the same precision
+            return logits, distillation_loss(logits, teacher_logits, target, self.distill_temperature, self.distill_alpha)
+        if target.is_floating_point():
+            return logits, soft_target_cross_entropy(logits, target)
+        return logits, F.cross_entropy(logits, target)
+
+
+# What every numeric setting must be, checked once when the module is built: key -> (test, requirement).
+RULES: dict[str, tuple[Any, str]] = {
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1) (the paper uses 0.1)"),
+    "mixup_alpha": (lambda v: v >= 0, ">= 0 (0 turns mixup off)"),
+    "cutmix_alpha": (lambda v: v >= 0, ">= 0 (0 turns cutmix off)"),
+    "mix_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "mix_switch_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "distill_temperature": (lambda v: v > 0, "> 0 (the paper uses 20)"),
+    "distill_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "layer_lr_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
+    "num_classes": (lambda v: v >= 2, "at least 2"),
+}
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse the first impossible setting with a ConfigError naming its ``model.*`` key."""
+    for key, (ok, requirement) in RULES.items():
+        if not ok(settings[key]):
+            raise ConfigError(f"model.{key} must be {requirement}, got {settings[key]!r}.")
+    if settings["lr_scaling"] not in ("none", "linear"):
+        raise ConfigError(f"model.lr_scaling must be 'none' or 'linear', got {settings['lr_scaling']!r}.")
+    compile = settings["compile"]
+    if not (isinstance(compile, bool) or compile in torch.compiler.list_backends(exclude_tags=())):
+        raise ConfigError(
+            f"model.compile must be true, false or a torch.compile backend such as "
+            f"{', '.join(torch.compiler.list_backends())} or aot_eager, got {compile!r}."
+        )
 
 
 def load_teacher(path: str, num_classes: int, backbone: str | None = None) -> nn.Module:
     """A frozen teacher from a checkpoint of this library or from a weights file plus its model name."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"model.teacher file {path!r} does not exist; train the teacher first or fix the path.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # an unpickling refusal is the usual cause; the message says which
-        raise ValueError(
-            f"model.teacher {path!r} could not be loaded safely (weights_only=True): {err}. "
-            "Save the teacher's state_dict or a bagoftricks checkpoint instead."
-        ) from None
-    kwargs: dict[str, Any] = {}
-    if "state_dict" in checkpoint:  # a Lightning checkpoint of ClassificationModule
-        hparams = checkpoint.get("hyper_parameters", {})
-        backbone = backbone or hparams.get("backbone")
-        kwargs = dict(hparams.get("backbone_kwargs") or {})
-        state = {k.removeprefix("backbone."): v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
-    else:
-        state = checkpoint
+    state, hparams = read_checkpoint(path, role="model.teacher")
+    backbone = backbone or hparams.get("backbone")
     if backbone is None:
-        raise ValueError(f"model.teacher {path!r} is a bare weights file; name its architecture with model.teacher_backbone.")
+        raise ConfigError(f"model.teacher {path} is a bare weights file; name its architecture with model.teacher_backbone.")
     teacher_classes = state["fc.weight"].shape[0] if "fc.weight" in state else None
     if teacher_classes != num_classes:
-        raise ValueError(
-            f"model.teacher {path!r} predicts {teacher_classes} classes but the data has {num_classes}; "
+        raise ConfigError(
+            f"model.teacher {path} predicts {teacher_classes} classes but the data has {num_classes}; "
             "distil from a teacher trained on the same dataset."
         )
-    teacher = create_model(backbone, num_classes, **kwargs)
+    teacher = create_model(backbone, num_classes, **dict(hparams.get("backbone_kwargs") or {}))
+    problems = fit_report(teacher, state)
+    if problems:
+        raise ConfigError(f"model.teacher {path} is not a {backbone} ({problems}); set model.teacher_backbone to its architecture.")
     teacher.load_state_dict(state)
     return teacher.eval().requires_grad_(False)
 
@@ -84,7 +131,9 @@ class ClassificationModule(L.LightningModule):
             ``lr_scaling='linear'``, and its ``weight_decay`` applies to conv/linear weights only
             when ``no_bias_decay`` is on.
         no_bias_decay: no weight decay on biases and BN parameters (paper sec. 3.1).
-        lr_scaling: ``'linear'`` multiplies the LR by global batch / 256 (Goyal et al. 2017).
+        lr_scaling: ``'linear'`` multiplies the LR by global batch / 256 (Goyal et al. 2017); the
+            global batch is the train loader's batch x devices x accumulated batches, so it works
+            with any loader, with or without a DataModule.
         layer_lr_decay: discriminative LRs for fine-tuning: each earlier stage's LR is the next
             one's times this factor (1 = off).
         label_smoothing: epsilon of label smoothing (paper sec. 5.2 uses 0.1).
@@ -126,33 +175,37 @@ class ClassificationModule(L.LightningModule):
         compile: bool | str = False,
     ) -> None:
         super().__init__()
-        # Refused here, at start-up, with the same checks the trick functions run.
-        check_smoothing(label_smoothing)
-        check_mixing(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
-        check_distillation(distill_temperature, distill_alpha)
-        check_layer_lr_decay(layer_lr_decay)
-        _check(lr_scaling in ("none", "linear"), f"model.lr_scaling must be 'none' or 'linear', got {lr_scaling!r}.")
-        _check(
-            isinstance(compile, bool) or compile in torch.compiler.list_backends(exclude_tags=()),
-            f"model.compile must be true, false or a torch.compile backend such as "
-            f"{', '.join(torch.compiler.list_backends())} or aot_eager, got {compile!r}.",
-        )
         # The optimizer is a callable, not a hyperparameter: keeping it out lets checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["optimizer"])
+        check_settings(dict(self.hparams))
         self.optimizer = optimizer
-        self.backbone = create_model(
-            backbone, num_classes, pretrained=pretrained, zero_init_last=zero_init_last, **(backbone_kwargs or {})
+        try:
+            self.backbone = create_model(
+                backbone, num_classes, pretrained=pretrained, zero_init_last=zero_init_last, **(backbone_kwargs or {})
+            )
+        except ConfigError:
+            raise
+        except ValueError as err:  # create_model speaks of its own arguments; say which setting it was
+            raise ConfigError(f"model.backbone {backbone} with model.backbone_kwargs {backbone_kwargs}: {err}") from err
+        names = {f.name for f in fields(Tricks)} - {"teacher"}
+        self.tricks = Tricks(
+            **{k: v for k, v in self.hparams.items() if k in names},
+            teacher=load_teacher(teacher, num_classes, teacher_backbone) if teacher else None,
         )
-        # Kept out of the module tree on purpose: a frozen teacher is not saved in the student's
-        # checkpoints, not counted in its parameters and not switched to train mode by Lightning.
-        self.__dict__["teacher"] = load_teacher(teacher, num_classes, teacher_backbone) if teacher else None
-        self.mixing = mixup_alpha > 0 or cutmix_alpha > 0
         # micro: the fraction of images classified right (torchmetrics' default is the per-class mean).
-        top1 = dict(num_classes=num_classes, top_k=1, average="micro")
-        top5 = dict(num_classes=num_classes, top_k=min(5, num_classes), average="micro")
+        # validate_args off: its checks read the labels on the host, a device sync in every step.
+        top1 = dict(num_classes=num_classes, top_k=1, average="micro", validate_args=False)
+        top5 = dict(num_classes=num_classes, top_k=min(5, num_classes), average="micro", validate_args=False)
         self.train_top1 = MulticlassAccuracy(**top1)
         self.val_top1, self.val_top5 = MulticlassAccuracy(**top1), MulticlassAccuracy(**top5)
         self.test_top1, self.test_top5 = MulticlassAccuracy(**top1), MulticlassAccuracy(**top5)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [StepLog()]  # train/loss, train/lr and the non-finite guard, with or without the CLI
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self.tricks.teacher
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -178,31 +231,11 @@ class ClassificationModule(L.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = self._input(batch[0]), batch[1]
-        hp = self.hparams
-        # Targets stay class ids unless a trick needs probabilities; smoothing is folded in once,
-        # before mixing, so mixed targets are never smoothed twice.
-        target: torch.Tensor = y
-        if hp.label_smoothing > 0 or self.mixing:
-            target = smooth_targets(y, hp.num_classes, hp.label_smoothing)
-        if self.mixing:
-            x, target = mix_batch(x, target, hp.mixup_alpha, hp.cutmix_alpha, hp.mix_prob, hp.mix_switch_prob)
-        logits = self(x)
-        if self.teacher is not None:
-            with torch.no_grad():
-                teacher_logits = self.teacher(x)  # the same (mixed) input, the same precision
-            loss = distillation_loss(logits, teacher_logits, target, hp.distill_temperature, hp.distill_alpha)
-        elif target.is_floating_point():
-            loss = soft_target_cross_entropy(logits, target)
-        else:
-            loss = F.cross_entropy(logits, target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"train/loss is {loss.item()} at step {self.global_step}; the usual causes are an FP16 overflow "
-                "(use bf16-mixed or 32-true), too high an LR (lower it or add schedule.warmup_epochs) or bad input data."
-            )
-        self.train_top1(logits, y)  # against the unmixed labels
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        x, y = batch
+        logits, loss = self.tricks.loss(self, self._input(x), y)
+        # train/loss and train/lr are kept on the device and written every log_every_n_steps by
+        # callbacks.StepLog, which also stops a non-finite loss: no value is read here.
+        self.train_top1.update(logits, y)  # against the unmixed labels
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
         return loss
 
@@ -210,8 +243,8 @@ class ClassificationModule(L.LightningModule):
         x, y = batch
         logits = self(self._input(x))
         top1, top5 = getattr(self, f"{stage}_top1"), getattr(self, f"{stage}_top5")
-        top1(logits, y)
-        top5(logits, y)
+        top1.update(logits, y)
+        top5.update(logits, y)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
         self.log(f"{stage}/top1", top1, prog_bar=stage == "val")
         self.log(f"{stage}/top5", top5)
@@ -240,30 +273,47 @@ class ClassificationModule(L.LightningModule):
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
 
-    def global_batch_size(self) -> int:
-        """Images per optimizer step over all devices and accumulated batches."""
-        trainer = self.trainer
-        return trainer.datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         # The optimizer's own settings are read from a probe, then the module builds the groups:
         # decay only on conv/linear weights when no_bias_decay is on, so no optimizer setting
         # in a YAML can silently decay BN and bias parameters (He et al. 2019, sec. 3.1).
         defaults = self.optimizer([nn.Parameter(torch.zeros(1))]).defaults
-        lr = defaults["lr"]
-        if hp.lr_scaling == "linear":
-            lr = scaled_lr(lr, self.global_batch_size())
         groups = param_groups(self.backbone, defaults.get("weight_decay", 0.0), hp.no_bias_decay, hp.layer_lr_decay)
         for group in groups:
-            # base_lr: the peak LR of this group, which the LR schedule callback scales per step.
-            group["lr"] = group["base_lr"] = lr * group["lr_scale"]
-            rank_zero_info(
-                f"param group {group['name']}: {sum(p.numel() for p in group['params']):,} parameters, "
-                f"weight_decay {group['weight_decay']}, lr {group['lr']:.4g}"
-            )
+            # base_lr: the peak LR of this group, which the LR schedule callback scales per step;
+            # linear scaling multiplies it in at train start, when the loader's batch is known.
+            group["lr"] = group["base_lr"] = defaults["lr"] * group["lr_scale"]
+            group["config_lr"] = defaults["lr"]
         # torch's fused kernels update every tensor in one pass (CPU and CUDA): on one CPU core
         # AdamW's step on resnet50d takes 38 ms instead of 117 (benchmarks/throughput.py).
         # A user's own fused/foreach setting wins.
         fused = defaults.get("fused", False) is None and not defaults.get("foreach") and not defaults.get("differentiable")
         return self.optimizer(groups, **({"fused": True} if fused else {}))
+
+    def on_train_start(self) -> None:
+        """The peak LR of every group: the configured LR, times global batch / 256 with linear scaling.
+
+        Computed from ``config_lr`` each time, so a resumed run, whose groups come back scaled from
+        its checkpoint, is not scaled twice.
+        """
+        lr_factor = scaled_lr(1.0, global_batch_size(self.trainer)) if self.hparams.lr_scaling == "linear" else 1.0
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["base_lr"] = group["config_lr"] * lr_factor * group["lr_scale"]
+                rank_zero_info(
+                    f"param group {group['name']}: {sum(p.numel() for p in group['params']):,} parameters, "
+                    f"weight_decay {group['weight_decay']}, peak lr {group['base_lr']:.4g}"
+                )
+
+
+def global_batch_size(trainer: L.Trainer) -> int:
+    """Images per optimizer step: the train loader's batch x devices x accumulated batches."""
+    loader = trainer.train_dataloader
+    batch = getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+    if batch is None:
+        raise ConfigError(
+            "model.lr_scaling linear needs the train loader's batch size, and this loader has none; "
+            "pass a DataLoader with batch_size or set model.lr_scaling none."
+        )
+    return batch * trainer.world_size * trainer.accumulate_grad_batches

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
+import lightning as L
 import pytest
 import torch
 import yaml
 
-from bagoftricks.cli import cli_main, main
+from bagoftricks.__main__ import main
+from bagoftricks.cli import cli_main
 from conftest import DIGITS_BASE, EXPERIMENTS, TINY, fit
 
 DIGITS_DIFFS = sorted(p for p in (EXPERIMENTS / "digits").glob("*.yaml") if p.name != "base.yaml" and "steps" not in yaml.safe_load(p.read_text()))
@@ -71,6 +75,8 @@ def test_validate_and_test_from_checkpoint(tmp_path):
         (["--model.teacher", "missing.ckpt"], "missing.ckpt"),
         (["--schedule.warmup_epochs", "50"], "schedule.warmup_epochs"),
         (["--model.backbone_kwargs", "{stem: round}"], "stem"),
+        (["--trainer.max_epochs", "0"], "trainer.max_epochs"),
+        (["--model.teacher", "."], "is a directory"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, flag, words):
@@ -94,3 +100,57 @@ def test_checkpoint_needing_unpickling_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["validate", "-c", str(DIGITS_BASE), *TINY, "--ckpt_path", str(path), "--trainer.default_root_dir", str(tmp_path)])
     assert "--weights_only false" in str(exit_info.value.code)
+
+
+def test_checkpoint_that_is_not_one_is_one_line(tmp_path):
+    (tmp_path / "empty.ckpt").touch()
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    for path, words in ((tmp_path / "empty.ckpt", "not a file written by torch.save"), (tmp_path / "notes.ckpt", "not a file written by torch.save"),
+                        (tmp_path, "is a directory")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(["validate", "-c", str(DIGITS_BASE), *TINY, "--ckpt_path", str(path), "--trainer.default_root_dir", str(tmp_path)])
+        assert words in str(exit_info.value.code) and str(path) in str(exit_info.value.code)
+
+
+class Boom(L.Callback):
+    """A user's own callback with a bug in it."""
+
+    def on_train_start(self, trainer, pl_module):
+        raise ValueError("a bug in the user's callback")
+
+
+def test_a_bug_keeps_its_traceback_and_a_config_mistake_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "Boom", Boom, raising=False)
+    argv = ["fit", "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="a bug in the user's callback"):  # not SystemExit: the traceback is printed
+        main([*argv, "--trainer.callbacks", f"{__name__}.Boom"])
+    with pytest.raises(SystemExit, match="model.label_smoothing must be in"):
+        main([*argv, "--model.label_smoothing", "2"])
+
+
+def test_resume_uses_the_given_config_and_refuses_another_network(tmp_path, capsys):
+    flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    fit(tmp_path / "a", *flags, "--trainer.max_epochs", "1")
+    ckpt = next((tmp_path / "a").rglob("last.ckpt"))
+    resumed = fit(tmp_path / "b", *flags, "--trainer.max_epochs", "2", "--model.label_smoothing", "0.3", "--ckpt_path", str(ckpt))
+    assert resumed.model.tricks.label_smoothing == 0.3 and resumed.trainer.current_epoch == 2
+    saved = yaml.safe_load(next((tmp_path / "b").rglob("config.yaml")).read_text())
+    assert saved["model"]["label_smoothing"] == 0.3
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *flags, "--model.backbone", "resnet18d", "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "c")])
+    assert "does not fit this config's model.backbone resnet18d" in str(exit_info.value.code)
+    assert "trained as resnet18 with 10 classes" in str(exit_info.value.code)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--trainer.enable_checkpointing", "false"], ["--trainer.logger", "false"], ["--trainer.max_steps", "2"], ["--trainer.max_time", "00:00:01:00"]],
+    ids=["no_checkpointing", "no_logger", "max_steps", "max_time"],
+)
+def test_lightning_switches_work(tmp_path, flags):
+    argv = ["fit", "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path), *flags]  # fmt: skip
+    cli = cli_main(argv)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 2
+    if "false" in flags and "--trainer.enable_checkpointing" in flags:
+        assert not list(tmp_path.rglob("*.ckpt"))

@@ -3,70 +3,170 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
 
 from bagoftricks import ClassificationModule
+from bagoftricks.callbacks import LRSchedule
+from bagoftricks.data import DigitsDataModule
+from bagoftricks.errors import ConfigError, TrainingDivergedError
 from bagoftricks.models import model_stats
-from bagoftricks.tricks import lr_at
+from bagoftricks.tricks import distillation_loss, lr_at, smooth_targets
 from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
 
-TRICKS = {
-    "warmup": ["--schedule.warmup_epochs", "1"],
-    "cosine": ["--schedule.name", "cosine"],
-    "onecycle": ["--schedule.name", "onecycle"],
-    "label_smoothing": ["--model.label_smoothing", "0.1"],
-    "mixup": ["--model.mixup_alpha", "0.2"],
-    "cutmix": ["--model.cutmix_alpha", "1.0"],
-    "no_bias_decay": ["--model.no_bias_decay", "true"],
-    "zero_gamma": ["--model.zero_init_last", "true"],
-    "resnet_d": ["--model.backbone", "resnet18d"],
-    "linear_scaling": ["--model.lr_scaling", "linear"],
-    "layer_lr_decay": ["--model.layer_lr_decay", "0.5"],
-    "se_mish": ["--model.backbone_kwargs", "{se: true, act: mish}"],
-    "adam": ["--model.optimizer", "Adam", "--model.optimizer.lr", "0.001"],
-    "nadam": ["--model.optimizer", "NAdam"],
-    "sgd_nesterov": ["--model.optimizer", "SGD", "--model.optimizer.lr", "0.1", "--model.optimizer.momentum", "0.9", "--model.optimizer.nesterov", "true"],
-    "bf16": ["--trainer.precision", "bf16-mixed"],
-    "nchw": ["--model.channels_last", "false"],
-}
-ALL = [*TRICKS["warmup"], *TRICKS["cosine"], *TRICKS["label_smoothing"], *TRICKS["mixup"], *TRICKS["cutmix"],
-       *TRICKS["no_bias_decay"], *TRICKS["zero_gamma"], *TRICKS["resnet_d"], *TRICKS["linear_scaling"]]  # fmt: skip
+def built(tmp_path, *flags):
+    """The CLI's model, data, trainer and LR schedule for the digits config plus ``flags``, not run."""
+    return fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, *flags, run=False)
 
 
-@pytest.mark.parametrize("flags", [*TRICKS.values(), ALL], ids=[*TRICKS, "all"])
-def test_trick_fast_dev_run(tmp_path, flags):
-    cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, *flags, "--trainer.fast_dev_run", "2")
-    assert cli.trainer.state.finished
-    assert math.isfinite(cli.trainer.callback_metrics["train/loss"].item())
+def schedule_of(cli) -> LRSchedule:
+    return next(c for c in cli.trainer.callbacks if isinstance(c, LRSchedule))
 
 
-def test_distillation_all_tricks(tmp_path, digits_teacher):
-    flags = [*ALL, "--model.teacher", str(digits_teacher), "--model.distill_temperature", "20"]
-    cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, *flags, "--trainer.fast_dev_run", "2")
-    teacher = cli.model.teacher
-    assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
-    assert not any(k.startswith("teacher") for k in cli.model.state_dict())  # not saved with the student
+def optimizer_of(cli) -> torch.optim.Optimizer:
+    cli.model.trainer = cli.trainer
+    return cli.model.configure_optimizers()
+
+
+def batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, 32, 32, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+
+def test_label_smoothing_is_the_smoothed_cross_entropy(tmp_path):
+    module = built(tmp_path, "--model.label_smoothing", "0.1").model
+    x, y = batch()
+    logits, loss = module.tricks.loss(module, x, y)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.1).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("flag", ["--model.mixup_alpha", "--model.cutmix_alpha"])
+def test_mixing_changes_the_input_and_the_targets(tmp_path, flag):
+    module = built(tmp_path, flag, "1.0").model.eval()  # eval: BN gives each image its own output
+    x, y = batch()
+    torch.manual_seed(0)
+    logits, loss = module.tricks.loss(module, x, y)
+    assert not torch.allclose(logits, module(x))  # the model saw mixed images
+    assert module.tricks.mixing and loss.item() != pytest.approx(F.cross_entropy(logits, y).item())
+
+
+def test_no_bias_decay_decays_only_conv_and_linear_weights(tmp_path):
+    for flag, decays_all in (("true", False), ("false", True)):
+        optimizer = optimizer_of(built(tmp_path, "--model.no_bias_decay", flag))
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                assert (group["weight_decay"] > 0) == (decays_all or p.ndim > 1)
+
+
+def test_zero_gamma_zeroes_the_last_bn_of_every_block(tmp_path):
+    for flag in ("true", "false"):
+        backbone = built(tmp_path, "--model.zero_init_last", flag).model.backbone
+        blocks = [block for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4) for block in layer]
+        assert all(bool((block.bn2.weight == 0).all()) == (flag == "true") for block in blocks)
+
+
+def test_resnet_d_average_pools_the_shortcut(tmp_path):
+    plain = built(tmp_path, "--model.backbone", "resnet18").model.backbone
+    tweaked = built(tmp_path, "--model.backbone", "resnet18d").model.backbone
+    assert isinstance(tweaked.layer2[0].downsample[0], nn.AvgPool2d)
+    assert isinstance(plain.layer2[0].downsample[0], nn.Conv2d)
+
+
+def test_layer_lr_decay_scales_each_earlier_stage(tmp_path):
+    optimizer = optimizer_of(built(tmp_path, "--model.layer_lr_decay", "0.5"))
+    scales = {g["name"].split("/")[0]: g["lr_scale"] for g in optimizer.param_groups}
+    assert scales == {"stem": 0.5**5, "layer1": 0.5**4, "layer2": 0.5**3, "layer3": 0.5**2, "layer4": 0.5, "head": 1.0}
+
+
+def test_se_and_mish_are_in_the_backbone(tmp_path):
+    backbone = built(tmp_path, "--model.backbone_kwargs", "{se: true, act: mish}").model.backbone
+    kinds = {type(m).__name__ for m in backbone.modules()}
+    assert {"SqueezeExcite", "Mish"} <= kinds and "ReLU" not in kinds
+
+
+@pytest.mark.parametrize(
+    ("flags", "kind", "settings"),
+    [
+        (["--model.optimizer", "Adam", "--model.optimizer.lr", "0.001"], torch.optim.Adam, {"lr": 0.001}),
+        (["--model.optimizer", "NAdam"], torch.optim.NAdam, {}),
+        (["--model.optimizer", "SGD", "--model.optimizer.lr", "0.1", "--model.optimizer.momentum", "0.9",
+          "--model.optimizer.nesterov", "true"], torch.optim.SGD, {"lr": 0.1, "nesterov": True, "momentum": 0.9}),  # fmt: skip
+    ],
+    ids=["adam", "nadam", "sgd_nesterov"],
+)
+def test_optimizer_choice(tmp_path, flags, kind, settings):
+    optimizer = optimizer_of(built(tmp_path, *flags))
+    assert type(optimizer) is kind
+    assert all(optimizer.param_groups[0][k] == v for k, v in settings.items())
+
+
+def test_schedule_flags_reach_the_callback(tmp_path):
+    schedule = schedule_of(built(tmp_path, "--schedule.name", "cosine", "--schedule.warmup_epochs", "1"))
+    assert (schedule.name, schedule.warmup_epochs) == ("cosine", 1)
+
+
+@pytest.mark.parametrize("channels_last", ["true", "false"])
+def test_memory_format_of_model_and_input(tmp_path, channels_last):
+    module = built(tmp_path, "--model.channels_last", channels_last).model
+    module.setup("fit")
+    on = channels_last == "true"
+    assert module.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last) == on
+    assert module._input(batch()[0]).is_contiguous(memory_format=torch.channels_last) == on
+
+
+def test_bf16_mixed_runs_the_step_in_bfloat16(tmp_path):
+    cli = built(tmp_path, "--trainer.precision", "bf16-mixed")
+    with cli.trainer.precision_plugin.forward_context():
+        logits = cli.model(batch()[0])
+    assert logits.dtype == torch.bfloat16
+
+
+ALL = ["--schedule.warmup_epochs", "1", "--schedule.name", "cosine", "--model.label_smoothing", "0.1",
+       "--model.mixup_alpha", "0.2", "--model.cutmix_alpha", "1.0", "--model.no_bias_decay", "true",
+       "--model.zero_init_last", "true", "--model.backbone", "resnet18d", "--model.lr_scaling", "linear"]  # fmt: skip
+
+
+def test_all_tricks_train_together(tmp_path):
+    # log_every_n_steps 2: the kept values are written after step 1, then at the end of the epoch.
+    fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, *ALL, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "2")  # fmt: skip
+    rows = read_metrics(next(tmp_path.rglob("metrics.csv")))
+    losses = column(rows, "train/loss")
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert [r["step"] for r in rows if r["train/loss"]] == ["0", "1", "2"]
+    # Warmup over the 3-step epoch, with the YAML's lr (0.025) per 256 images and batch 16.
+    assert column(rows, "train/lr") == pytest.approx([0.025 * 16 / 256 * (s + 1) / 3 for s in range(3)])
 
 
 def test_teacher_with_other_classes_is_refused(tmp_path):
     other = ClassificationModule("resnet18", num_classes=7)
     path = tmp_path / "teacher.pt"
     torch.save(other.backbone.state_dict(), path)
-    with pytest.raises(ValueError, match="7 classes but the data has 10"):
+    with pytest.raises(ConfigError, match="7 classes but the data has 10"):
         ClassificationModule("resnet18", num_classes=10, teacher=str(path), teacher_backbone="resnet18")
 
 
-def test_optimizer_groups_follow_no_bias_decay(tmp_path):
-    cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--model.no_bias_decay", "true", "--model.lr_scaling", "linear", "--trainer.fast_dev_run", "1")
-    optimizer = cli.trainer.optimizers[0]
-    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    for p in cli.model.backbone.parameters():
-        assert (id(p) in decayed) == (p.ndim > 1)
-    # With linear scaling the YAML's lr (0.025) is per 256 images; the batch is 16.
-    assert optimizer.param_groups[0]["base_lr"] == pytest.approx(0.025 * 16 / 256)
+def test_plain_lightning_without_a_datamodule(tmp_path):
+    """Trainer.fit with loaders only: linear scaling reads the loader's batch, every trick on."""
+    data = DigitsDataModule(batch_size=16)
+    data.setup("fit")
+    module = ClassificationModule(
+        num_classes=10, lr_scaling="linear", mixup_alpha=0.2, label_smoothing=0.1, optimizer=partial(torch.optim.SGD, lr=0.1)
+    )
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=3, limit_val_batches=1, callbacks=[LRSchedule()], logger=CSVLogger(tmp_path),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=data.train_dataloader(), val_dataloaders=data.val_dataloader())
+    rows = read_metrics(next(tmp_path.rglob("metrics.csv")))
+    assert column(rows, "train/lr") == pytest.approx([0.1 * 16 / 256] * 3)
+    assert len(column(rows, "train/loss")) == 3 and column(rows, "val/top1")
 
 
 class StopAfterFirstEpoch(L.Callback):
@@ -112,7 +212,7 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
     cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.fast_dev_run", "1", run=False)
     with torch.no_grad():
         cli.model.backbone.fc.bias.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="train/loss is nan at step 0.*FP16 overflow"):
+    with pytest.raises(TrainingDivergedError, match="train/loss is nan at step 0.*FP16 overflow"):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
 
@@ -140,5 +240,5 @@ def test_compiled_backbone_trains_like_eager(tmp_path):
 
 
 def test_unknown_compile_backend_is_refused():
-    with pytest.raises(ValueError, match="model.compile must be true, false or a torch.compile backend such as .*inductor"):
+    with pytest.raises(ConfigError, match="model.compile must be true, false or a torch.compile backend such as .*inductor"):
         ClassificationModule(compile="inductr")

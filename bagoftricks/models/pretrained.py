@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,10 @@ def read_checkpoint(
         raise DataError(f"{role} {path} is a directory, not a weights file; name the .ckpt or .pt file inside it.")
     if not path.is_file():
         raise MissingDataError(f"{role} {path} does not exist; fix the path (or train and save the model first).")
+    not_torch = DataError(f"{role} {path} is not a file written by torch.save (empty, text or corrupt); pass the right file.")
+    with open(path, "rb") as f:  # a zip archive (torch >= 1.6) or a bare pickle (older torch.save)
+        if not (zipfile.is_zipfile(f) or f.seek(0) == 0 and f.read(1) == b"\x80"):
+            raise not_torch
     try:
         # weights_only: unpickling arbitrary objects can run arbitrary code.
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
@@ -44,7 +49,7 @@ def read_checkpoint(
             "state_dict instead, or for a Lightning checkpoint you trust pass --weights_only false."
         ) from error
     except Exception as error:  # torch.load fails in many ways on a file that is not its own
-        raise DataError(f"{role} {path} is not a file written by torch.save (empty, text or corrupt); pass the right file.") from error
+        raise not_torch from error
     hparams: dict[str, Any] = {}
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:  # a Lightning checkpoint
         hparams = dict(checkpoint.get("hyper_parameters") or {})
