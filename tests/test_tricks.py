@@ -48,7 +48,7 @@ def test_smooth_targets_rows():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool])
 def test_smooth_targets_refuses_non_integer_labels(dtype):
-    with pytest.raises(ValueError, match=r"target must hold integer class ids, got dtype torch\.\w+; convert"):
+    with pytest.raises(ValueError, match=r"^target must hold integer class ids, got dtype torch\.\w+; pass the labels"):
         smooth_targets(torch.tensor([1.7, 0.2]).to(dtype), 3, 0.1)  # truncating 1.7 to class 1 would be silent
 
 
