@@ -19,6 +19,7 @@ from bagoftricks.errors import ConfigError, TrainingDivergedError
 from bagoftricks.models import model_stats
 from bagoftricks.tricks import distillation_loss, lr_at, smooth_targets
 from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
+from host_reads import HostReads
 
 def built(tmp_path, *flags):
     """The CLI's model, data, trainer and LR schedule for the digits config plus ``flags``, not run."""
@@ -242,3 +243,33 @@ def test_compiled_backbone_trains_like_eager(tmp_path):
 def test_unknown_compile_backend_is_refused():
     with pytest.raises(ConfigError, match="model.compile must be true, false or a torch.compile backend such as .*inductor"):
         ClassificationModule(compile="inductr")
+
+
+class CountHostReads(L.Callback):
+    """Host reads from the start of the first training batch to the start of the last one: two
+    whole steps with everything between them (hooks, logging, the optimizer, the next batch)."""
+
+    def __init__(self) -> None:
+        self.reads = HostReads()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.reads.__enter__()
+        elif batch_idx == 2:
+            self.reads.__exit__(None, None, None)
+
+
+def test_training_steps_read_nothing_back(tmp_path, digits_teacher):
+    flags = ["--model.label_smoothing", "0.1", "--model.mixup_alpha", "0.2", "--model.cutmix_alpha", "1.0",
+             "--model.mix_prob", "0.5", "--model.teacher", str(digits_teacher), "--model.lr_scaling", "linear",
+             "--schedule.name", "cosine", "--schedule.warmup_epochs", "1", "--trainer.max_epochs", "1",
+             "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "0"]  # fmt: skip
+    cli = built(tmp_path, *flags)
+    counter = CountHostReads()
+    cli.trainer.callbacks.insert(0, counter)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 3
+    # The loader's per-image augmentation draws its crops on the CPU (in loader workers on a GPU
+    # machine): no device value. Everything else, from the model to the optimizer, reads nothing.
+    assert [op for op in counter.reads.ops if "/torchvision/transforms/" not in op] == []
+    assert counter.reads.ops, "the counter saw nothing: it did not run"
