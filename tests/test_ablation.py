@@ -86,9 +86,16 @@ def test_outputs_exist(tiny):
         assert float(row["val_top1"]) == pytest.approx(100 * logged[-1])
         assert row["test_top1"] != "" and int(row["params"]) > 1e6 and int(row["macs"]) > 0
         assert not (run_dir / "checkpoints").exists()  # keep_checkpoints: false
+        # predictions.pt: the final weights on the whole val and test splits, in loader order; the first
+        # batch of 16 is the one val/top1 was logged on (limit_val_batches: 1).
+        predictions = torch.load(run_dir / "predictions.pt", weights_only=True)
+        assert predictions["val"]["topk"].shape == (269, 5) and predictions["test"]["labels"].shape == (269,)
+        first = predictions["val"]["topk"][:16, 0] == predictions["val"]["labels"][:16]
+        assert float(row["val_top1"]) == pytest.approx(100 * first.float().mean().item())
     assert rows[2]["tricks"] == "label smoothing" and rows[0]["tricks"] == ""
     table = (out / "results.md").read_text()
-    assert table.count("\n| ") == 3  # the header and one row per step
+    assert table.split("### Image by image")[0].count("\n| ") == 3  # the header and one row per step
+    assert "### Image by image (test split, 269 images)" in table and "| +label smoothing | baseline | 2 |" in table
 
 
 def test_table_matches_hand_computation(tiny):
@@ -96,7 +103,7 @@ def test_table_matches_hand_computation(tiny):
     rows = read_csv(out / "results.csv")
     top1 = {step: [float(r["val_top1"]) for r in rows if r["step"] == step] for step in ("baseline", "+label smoothing")}
     cells = {}
-    for line in (out / "results.md").read_text().splitlines():
+    for line in (out / "results.md").read_text().split("### Image by image")[0].splitlines():
         parts = [c.strip() for c in line.strip("|").split("|")]
         if len(parts) > 3 and parts[1] in top1:
             cells[parts[1]] = parts

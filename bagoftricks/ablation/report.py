@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bagoftricks.ablation.evidence import per_image_section
 from bagoftricks.ablation.stats import Paired, holm, mean_ci, paired
 
 # One row per run; metrics in percent (top-1/top-5) as the paper reports them.
@@ -321,7 +322,8 @@ def write_report(out_dir: str | os.PathLike, title: str | None = None) -> list[S
     out_dir = Path(out_dir)
     rows = load_results(out_dir)
     summaries = summarize(rows)
-    atomic_write(out_dir / "results.md", markdown_table(summaries, title))
+    comparisons = list(dict.fromkeys((s.name, d.reference) for s in summaries for d in (s.delta_prev, s.delta_base) if d))
+    atomic_write(out_dir / "results.md", markdown_table(summaries, title) + per_image_section(out_dir, rows, comparisons))
     for name, figure in (
         ("top1.png", figure_top1(summaries)),
         ("val_curves.png", figure_val_curves(out_dir, rows)),

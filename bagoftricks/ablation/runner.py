@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bagoftricks.ablation.check import bare_argv, check_out_dir, check_runs, disk_error
+from bagoftricks.ablation.evidence import save_predictions
 from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
 from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, step_folder, sweep_config
 from bagoftricks.cli import cli_main, ignore_known_warnings
@@ -146,9 +147,11 @@ def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None)
         if not trainer.state.finished:
             raise RuntimeError(f"Training of {run.run_dir} stopped before its end ({trainer.state.status}).")
-        if spec.test and _has_own_test_set(datamodule):
+        with_test = spec.test and _has_own_test_set(datamodule)
+        if with_test:
             # The final weights, like the reported val top-1 (the best epoch's would be biased).
             trainer.test(model, datamodule=datamodule, verbose=False)
+        save_predictions(run.run_dir / "predictions.pt", trainer, model, datamodule, with_test)
         stats = model_stats(model.backbone, datamodule.image_size)
         global_step = trainer.global_step
     except BaseException:
