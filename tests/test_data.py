@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import pickle
 import shutil
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,31 +158,6 @@ def test_missing_dataset_names_path_and_flag(case, tmp_path):
         with pytest.raises(FileNotFoundError, match="--data.download true") as info:
             step()
         assert str(tmp_path / case.folder) in str(info.value)
-
-
-def _unsafe_archive(templates: Path, path: Path, kind: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(templates / "imagenette2-160", arcname="imagenette2-160")
-        member = tarfile.TarInfo("../evil.txt" if kind == "dotdot" else "imagenette2-160/escape")
-        if kind == "dotdot":
-            member.size = 4
-            tar.addfile(member, io.BytesIO(b"evil"))
-        else:
-            member.type, member.linkname = tarfile.SYMTYPE, "../../evil.txt"
-            tar.addfile(member)
-    return path
-
-
-@pytest.mark.parametrize("kind", ["dotdot", "symlink"])
-def test_path_traversal_archive_is_refused(kind, templates, tmp_path, monkeypatch):
-    archive = _unsafe_archive(templates, tmp_path / "server" / "imagenette2-160.tgz", kind)
-    _serve_fastai(monkeypatch, archive, (calculate_md5(archive),))
-    root = tmp_path / "deep" / "data"
-    with pytest.raises(RuntimeError, match="unsafe"):
-        BY_NAME["imagenette"].make_dm(root, download=True).prepare_data()
-    assert not list(tmp_path.rglob("evil.txt"))
-    assert sorted(p.name for p in root.iterdir()) == []  # no dataset, no temp folder, archive removed
 
 
 @pytest.mark.parametrize("checksum", ["known", "override"])
