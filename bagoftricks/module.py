@@ -8,7 +8,7 @@ module is built; the training step reads no device value on the host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import lightning as L
@@ -22,7 +22,16 @@ from torchmetrics.classification import MulticlassAccuracy
 from bagoftricks.callbacks import StepLog
 from bagoftricks.errors import ConfigError
 from bagoftricks.models import create_model, fit_report, read_checkpoint
-from bagoftricks.tricks import distillation_loss, mix_batch, param_groups, scaled_lr, smooth_targets, soft_target_cross_entropy
+from bagoftricks.tricks import (
+    create_ema,
+    distillation_loss,
+    mix_batch,
+    param_groups,
+    random_erasing,
+    scaled_lr,
+    smooth_targets,
+    soft_target_cross_entropy,
+)
 
 
 @dataclass
@@ -41,16 +50,22 @@ class Tricks:
     mix_switch_prob: float = 0.5
     distill_temperature: float = 1.0
     distill_alpha: float = 0.5
+    random_erasing: float = 0.0
+    # Set by the module for the last `mixup_off_epochs` epochs (GluonCV's --mixup-off-epoch):
+    # the final epochs train on clean images, closer to what the model is tested on.
+    mixing_paused: bool = field(default=False, init=False)
     # A frozen model, kept out of the module tree on purpose: not saved in the student's
     # checkpoints, not counted in its parameters and not switched to train mode by Lightning.
     teacher: nn.Module | None = None
 
     @property
     def mixing(self) -> bool:
-        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and not self.mixing_paused
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, loss)`` of one training batch with every trick applied."""
+        if self.random_erasing > 0:  # per image, before mixing, as in torchvision's recipe
+            x = random_erasing(x, self.random_erasing)
         # Targets stay class ids unless a trick needs probabilities; smoothing is folded in once,
         # before mixing, so mixed targets are never smoothed twice.
         target = y
@@ -79,6 +94,10 @@ RULES: dict[str, tuple[Any, str]] = {
     "distill_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "layer_lr_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
     "num_classes": (lambda v: v >= 2, "at least 2"),
+    "random_erasing": (lambda v: 0 <= v <= 1, "in [0, 1] (torchvision's recipe uses 0.25)"),
+    "mixup_off_epochs": (lambda v: v >= 0, ">= 0 (0 mixes to the end)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0 = off; torchvision's recipe uses 0.99998 every 32 steps)"),
+    "ema_every_n_steps": (lambda v: v >= 1, ">= 1"),
 }
 
 
@@ -145,6 +164,17 @@ class ClassificationModule(L.LightningModule):
         teacher_backbone: the teacher's model name, needed only for a bare weights file.
         distill_temperature: softmax temperature T of distillation (paper: 20).
         distill_alpha: weight of the hard-target loss; 1 - alpha goes to the teacher's.
+        random_erasing: probability of erasing a random box in each training image (Zhong et al.
+            2017); 0 = off.
+        mixup_off_epochs: train the last this many epochs without mixup/cutmix (needs
+            trainer.max_epochs); 0 = mix to the end.
+        ema_decay: keep an EMA of the weights and BN statistics with this decay per update, its
+            decay warmed up as timm's; validated as ``val_ema/*`` beside the raw ``val/*`` and
+            saved in checkpoints as ``ema.*``; 0 = off.
+        ema_every_n_steps: optimizer steps between EMA updates.
+        ema_warmup: timm's decay warmup, min(ema_decay, 1 - (1 + updates) ** -0.75).
+        flip_tta: also score validation and test on the mean logits of each image and its
+            mirror, logged as ``val/top1_tta`` and ``test/top1_tta``.
         channels_last: NHWC memory format for model and inputs (faster convolutions; on by default).
         compile: ``torch.compile`` the backbone (and the teacher) in place when training starts:
             ``true`` for torch's default backend (inductor), or a backend's name (``'aot_eager'``,
@@ -171,6 +201,12 @@ class ClassificationModule(L.LightningModule):
         teacher_backbone: str | None = None,
         distill_temperature: float = 1.0,
         distill_alpha: float = 0.5,
+        random_erasing: float = 0.0,
+        mixup_off_epochs: int = 0,
+        ema_decay: float = 0.0,
+        ema_every_n_steps: int = 1,
+        ema_warmup: bool = True,
+        flip_tta: bool = False,
         channels_last: bool = True,
         compile: bool | str = False,
     ) -> None:
@@ -199,6 +235,16 @@ class ClassificationModule(L.LightningModule):
         self.train_top1 = MulticlassAccuracy(**top1)
         self.val_top1, self.val_top5 = MulticlassAccuracy(**top1), MulticlassAccuracy(**top5)
         self.test_top1, self.test_top5 = MulticlassAccuracy(**top1), MulticlassAccuracy(**top5)
+        # A submodule, so it moves with the module and is saved in its checkpoints; param_groups
+        # reads the backbone only, so no optimizer sees it.
+        self.ema = create_ema(self.backbone, ema_decay, 0.75 if ema_warmup else None) if ema_decay > 0 else None
+        self._ema_step = 0  # the global step of the last EMA update
+        for stage in ("val", "test"):
+            if self.ema is not None:
+                setattr(self, f"{stage}_ema_top1", MulticlassAccuracy(**top1))
+                setattr(self, f"{stage}_ema_top5", MulticlassAccuracy(**top5))
+            if flip_tta:
+                setattr(self, f"{stage}_top1_tta", MulticlassAccuracy(**top1))
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [StepLog()]  # train/loss, train/lr and the non-finite guard, with or without the CLI
@@ -221,10 +267,28 @@ class ClassificationModule(L.LightningModule):
             # compiled once, not again for each stage.
             if hp.compile and model._compiled_call_impl is None:
                 model.compile(**({} if hp.compile is True else {"backend": hp.compile}))
+        if self.ema is not None and hp.channels_last:  # the backbone's layout, so the EMA update is one foreach pass
+            self.ema.to(memory_format=torch.channels_last)
 
     def on_fit_start(self) -> None:
         if self.teacher is not None:
             self.teacher.to(self.device)
+        if self.hparams.mixup_off_epochs > 0 and self.trainer.max_epochs in (None, -1):
+            raise ConfigError(
+                "model.mixup_off_epochs counts back from the last epoch, so it needs trainer.max_epochs; "
+                "set trainer.max_epochs or model.mixup_off_epochs 0."
+            )
+
+    def on_train_epoch_start(self) -> None:
+        off = self.hparams.mixup_off_epochs
+        self.tricks.mixing_paused = off > 0 and self.current_epoch >= self.trainer.max_epochs - off
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Once per optimizer step (global_step does not move between accumulated batches).
+        step = self.trainer.global_step
+        if self.ema is not None and step > self._ema_step and step % self.hparams.ema_every_n_steps == 0:
+            self.ema.update_parameters(self.backbone)
+            self._ema_step = step
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """The batch on the device in the model's memory format (a no-op when it already is)."""
@@ -241,13 +305,26 @@ class ClassificationModule(L.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
-        logits = self(self._input(x))
+        x = self._input(x)
+        logits = self(x)
         top1, top5 = getattr(self, f"{stage}_top1"), getattr(self, f"{stage}_top5")
         top1.update(logits, y)
         top5.update(logits, y)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
         self.log(f"{stage}/top1", top1, prog_bar=stage == "val")
         self.log(f"{stage}/top5", top5)
+        # Each variant under its own name, never folded into the plain metrics.
+        if self.hparams.flip_tta:
+            tta = getattr(self, f"{stage}_top1_tta")
+            tta.update((logits + self(x.flip(3))) / 2, y)
+            self.log(f"{stage}/top1_tta", tta)
+        if self.ema is not None:
+            ema_logits = self.ema(x)
+            ema_top1, ema_top5 = getattr(self, f"{stage}_ema_top1"), getattr(self, f"{stage}_ema_top5")
+            ema_top1.update(ema_logits, y)
+            ema_top5.update(ema_logits, y)
+            self.log(f"{stage}_ema/top1", ema_top1)
+            self.log(f"{stage}_ema/top5", ema_top5)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -267,6 +344,15 @@ class ClassificationModule(L.LightningModule):
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint trained with EMA loads without it, and one without EMA starts the average
+        # from its weights: switching model.ema_decay on resume is a setting, not another network.
+        state = checkpoint["state_dict"]
+        if self.ema is None:
+            for key in [k for k in state if k.startswith("ema.")]:
+                del state[key]
+        elif "ema.n_averaged" not in state:
+            state.update({"ema.module." + k.removeprefix("backbone."): v for k, v in list(state.items()) if k.startswith("backbone.")})
+            state["ema.n_averaged"] = torch.tensor(0)
         states = checkpoint.get("rng_states", {})
         if "torch" in states:
             torch.set_rng_state(states["torch"])
