@@ -4,8 +4,12 @@ A spec (``experiments/<dataset>/ablation.yaml``)::
 
     base: base.yaml                    # a LightningCLI config, or a list stacked in order; relative to the spec
     seeds: [0, 1, 2]
-    mode: cumulative                   # each step adds its changes to the previous one; or `each`:
-                                       # every step alone on top of the first step (the baseline)
+    mode: cumulative                   # each step adds its changes to the previous one; `each`: every step
+                                       # alone on top of the first step (the baseline); `leave-one-out`: the
+                                       # baseline, all later steps (the tricks) together, then all but one, for
+                                       # each; `factorial`: the tricks on/off in a two-level design
+    runs_per_seed: 16                  # factorial only: a regular 2^(k-p) fraction of resolution IV or more
+                                       # (default: the full 2^k design); see design.GENERATORS
     set: {trainer.max_epochs: 10}      # optional, every run: dotted CLI keys
     test: true                         # optional: evaluate the final weights on the test split too
     keep_checkpoints: true             # optional: false deletes a finished run's checkpoints
@@ -19,13 +23,21 @@ A spec (``experiments/<dataset>/ablation.yaml``)::
         from: +cosine                  # optional: build on a named earlier step instead
         set: {model.label_smoothing: 0.1}
 
+In ``leave-one-out`` and ``factorial`` modes the first step is the baseline and every later step one
+trick (``from:`` is refused); the spec expands to the design's rows, named by their tricks (``without
+cosine``, ``warmup + mixup``).
+
 Each run is ``bagoftricks fit -c BASE... [the spec's set] [each step's -c/--key in its chain]
 --seed_everything S`` with its folder ``<out>/<NN-step>/seed<S>/`` (``config.yaml``, ``metrics.csv``,
 ``checkpoints/``, ``result.json``), trained in-process through ``cli_main(args, run=False)`` so torch
 and Lightning load once. ``result.json`` is written atomically when a run ends: a finished run is skipped
 when the command is repeated, and a killed run (``last.ckpt``, no ``result.json``) resumes from its
-last checkpoint. ``results.csv`` (one row per run) is rewritten atomically after every run;
-``results.md`` and ``top1.png``, ``val_curves.png``, ``lr.png`` at the end.
+last checkpoint. Each run also keeps ``predictions.pt``: the final weights' top-5 class ids and the labels
+on the val and test splits. ``results.csv`` (one row per run, every finished run of the spec in the
+output folder) is rewritten atomically after every run; ``results.md`` (the per-step table with deltas
+paired by seed, Holm-adjusted; the image-by-image comparisons; a factorial design's effects, from
+``design.json``) and ``top1.png``, ``val_curves.png``, ``lr.png`` at the end. Before the first run, every
+step's arguments are parsed, so a wrong key fails at once, naming the spec, step and key.
 
 Reported top-1 is the last epoch's ``val/top1`` (the paper's final accuracy; the best epoch's is
 kept as ``val_top1_best`` but is biased upwards). ``test/*`` comes from the final weights on the
@@ -46,6 +58,7 @@ With W&B, each run is ``group`` = spec name, ``name`` = ``"<step> s<seed>"``, ``
 switched on, and its config holds the complete resolved configuration plus ``ablation.tricks``.
 """
 
+from bagoftricks.ablation.design import Design, design, effects
 from bagoftricks.ablation.report import (
     figure_lr,
     figure_top1,
@@ -60,11 +73,14 @@ from bagoftricks.ablation.spec import Run, Spec, load_spec, plan
 from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, t_quantile, welch_half_width
 
 __all__ = [
+    "Design",
     "Paired",
     "Run",
     "Spec",
     "ablate",
     "ablate_main",
+    "design",
+    "effects",
     "figure_lr",
     "figure_top1",
     "figure_val_curves",

@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bagoftricks.ablation.design import effects_section
 from bagoftricks.ablation.evidence import per_image_section
 from bagoftricks.ablation.stats import Paired, holm, mean_ci, paired
 
@@ -323,7 +324,10 @@ def write_report(out_dir: str | os.PathLike, title: str | None = None) -> list[S
     rows = load_results(out_dir)
     summaries = summarize(rows)
     comparisons = list(dict.fromkeys((s.name, d.reference) for s in summaries for d in (s.delta_prev, s.delta_base) if d))
-    atomic_write(out_dir / "results.md", markdown_table(summaries, title) + per_image_section(out_dir, rows, comparisons))
+    text = markdown_table(summaries, title)
+    if (out_dir / "design.json").is_file():
+        text += effects_section(json.loads((out_dir / "design.json").read_text()), rows)
+    atomic_write(out_dir / "results.md", text + per_image_section(out_dir, rows, comparisons))
     for name, figure in (
         ("top1.png", figure_top1(summaries)),
         ("val_curves.png", figure_val_curves(out_dir, rows)),

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bagoftricks.ablation.check import bare_argv, check_out_dir, check_runs, disk_error
+from bagoftricks.ablation.design import design_record
 from bagoftricks.ablation.evidence import save_predictions
 from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
 from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, step_folder, sweep_config
@@ -294,6 +295,9 @@ def ablate(
         return out_dir
 
     check_out_dir(out_dir)
+    if spec.design is not None:
+        record = design_record(spec.design, [step.name for step in spec.steps])
+        atomic_write(out_dir / "design.json", json.dumps(record, indent=2) + "\n")
     if any(run.wandb is not None for run in runs):
         default_wandb_offline(console)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -11,10 +12,11 @@ from typing import Any
 
 import yaml
 
+from bagoftricks.ablation.design import Design, design
 from bagoftricks.errors import ConfigError
 
-MODES = ("cumulative", "each")
-SPEC_KEYS = ("name", "base", "seeds", "mode", "set", "steps", "test", "keep_checkpoints")
+MODES = ("cumulative", "each", "leave-one-out", "factorial")
+SPEC_KEYS = ("name", "base", "seeds", "mode", "set", "steps", "test", "keep_checkpoints", "runs_per_seed")
 STEP_KEYS = ("name", "set", "config", "from")
 # Chosen per run by the runner; a spec that set them would write every run into one folder.
 RUNNER_KEYS = ("seed_everything", "trainer.default_root_dir", "checkpoint.dirpath", "ckpt_path")
@@ -29,6 +31,10 @@ class Step:
     set: dict[str, Any] = field(default_factory=dict)
     configs: tuple[str, ...] = ()
     parent: int | None = None  # index of the step this one adds its changes to
+    # The step "Δ prev" compares with: the parent, except in designs (leave-one-out compares with the full
+    # recipe, factorial rows with no single step).
+    reference: int | None = None
+    trick_names: tuple[str, ...] | None = None  # set by designs, whose rows' names are not "+"-joined tricks
 
     @property
     def changes(self) -> bool:
@@ -46,6 +52,7 @@ class Spec:
     steps: tuple[Step, ...]
     test: bool = True  # also evaluate the final weights on the test split (when it is not the val split)
     keep_checkpoints: bool = True  # False: delete a run's checkpoints once its result.json is written
+    design: Design | None = None  # mode: factorial's two-level design (rows = steps, in order)
 
     def out_dir(self, out: str | os.PathLike | None = None) -> Path:
         """``out``, or by default ``runs/<spec name>``."""
@@ -61,6 +68,8 @@ class Spec:
     def tricks(self, index: int) -> list[str]:
         """The tricks switched on in step ``index``: the names of the steps in its chain that change something,
         split at ``+`` (``cosine + LS`` is two tricks)."""
+        if self.steps[index].trick_names is not None:
+            return list(self.steps[index].trick_names)
         names = [self.steps[i].name for i in self.chain(index) if self.steps[i].changes]
         return list(dict.fromkeys(part.strip() for name in names for part in name.split("+") if part.strip()))
 
@@ -188,7 +197,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
         raise ConfigError(f"{path} has no `base:`; name the LightningCLI config(s) every run starts from.")
     mode = raw.get("mode", "cumulative")
     if mode not in MODES:
-        raise ConfigError(f"{path}: mode must be 'cumulative' or 'each', got {mode!r}.")
+        raise ConfigError(f"{path}: mode must be one of {', '.join(MODES)}, got {mode!r}.")
     seeds = raw.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers, such as [0, 1, 2].")
@@ -215,11 +224,16 @@ def load_spec(path: str | os.PathLike) -> Spec:
         else:
             parent = i - 1 if mode == "cumulative" else 0
         configs = _paths(path, raw_step["config"], f"step {name!r} config") if "config" in raw_step else ()
-        steps.append(Step(name, _set(path, raw_step.get("set"), f"step {name!r}"), configs, parent))
+        steps.append(Step(name, _set(path, raw_step.get("set"), f"step {name!r}"), configs, parent, reference=parent))
         index_of[name] = i
     for key in ("test", "keep_checkpoints"):
         if not isinstance(raw.get(key, True), bool):
             raise ConfigError(f"{path}: {key} must be true or false, got {raw[key]!r}.")
+    design = None
+    if mode in ("leave-one-out", "factorial"):
+        steps, design = _design_rows(path, mode, steps, raw_steps, raw.get("runs_per_seed"))
+    elif "runs_per_seed" in raw:
+        raise ConfigError(f"{path}: runs_per_seed applies to mode: factorial only; remove it.")
     return Spec(
         path=path,
         name=str(raw.get("name") or f"{path.resolve().parent.name}-{path.stem}"),
@@ -230,7 +244,48 @@ def load_spec(path: str | os.PathLike) -> Spec:
         steps=tuple(steps),
         test=raw.get("test", True),
         keep_checkpoints=raw.get("keep_checkpoints", True),
+        design=design,
     )
+
+
+def _combined(name: str, tricks: list[Step], names: list[str]) -> Step:
+    """A row that applies ``tricks`` on top of the baseline (step 0): their files, then their keys, in spec order."""
+    values = {key: value for trick in tricks for key, value in trick.set.items()}
+    return Step(name, values, tuple(c for trick in tricks for c in trick.configs), parent=0, trick_names=tuple(names))
+
+
+def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs: Any) -> tuple[list[Step], Design | None]:
+    """The rows of a designed ablation: step 0 is the baseline, every later step one trick (its changes alone).
+
+    leave-one-out: the baseline, all tricks, then all tricks but one, for each trick (Δ prev: vs all tricks);
+    factorial: one row per row of the (fractional) 2^k design, named by the tricks it switches on.
+    """
+    if any("from" in raw_step for raw_step in raw_steps):
+        raise ConfigError(f"{path}: `from:` has no meaning in mode: {mode}, where every step after the first is one trick; remove it.")
+    baseline, tricks = steps[0], steps[1:]
+    names = [trick.name.strip().lstrip("+").strip() for trick in tricks]
+    if len(tricks) < 2:
+        raise ConfigError(f"{path}: mode: {mode} needs a baseline step and at least two trick steps after it.")
+    if mode == "leave-one-out":
+        rows = [baseline, _combined("all tricks", tricks, names)]
+        for i, name in enumerate(names):
+            others = [j for j in range(len(tricks)) if j != i]
+            row = _combined(f"without {name}", [tricks[j] for j in others], [names[j] for j in others])
+            rows.append(dataclasses.replace(row, reference=1))
+        return rows, None
+    if runs is not None and not (isinstance(runs, int) and not isinstance(runs, bool)):
+        raise ConfigError(f"{path}: runs_per_seed must be an integer such as 16, got {runs!r}.")
+    try:
+        plan = design(names, runs)
+    except ValueError as err:
+        raise ConfigError(f"{path}: runs_per_seed {runs}: {err}.") from None
+    rows = []
+    for levels in plan.matrix:
+        on = [j for j, level in enumerate(levels) if level > 0]
+        name = " + ".join(names[j] for j in on) or baseline.name
+        row = _combined(name, [tricks[j] for j in on], [names[j] for j in on])
+        rows.append(row if on else dataclasses.replace(baseline, trick_names=()))
+    return rows, plan
 
 
 def _logger_entries(value: Any) -> list[Any]:
@@ -277,7 +332,7 @@ def plan(
             overrides += set_args({k: v for k, v in spec.steps[j].set.items() if k != "trainer.logger"})
         overrides += set_args(extra or {})
         tricks = tuple(spec.tricks(i))
-        parent = spec.steps[step.parent].name if step.parent is not None else ""
+        parent = spec.steps[step.reference].name if step.reference is not None else ""
         for seed in seeds if seeds is not None else spec.seeds:
             run_dir = out / step_folder(i, step.name) / f"seed{seed}"
             logger = None

@@ -103,19 +103,24 @@ class Paired:
         return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
 
 
+def one_sample(values: list[float]) -> tuple[float, float, float, float]:
+    """Mean, 95% t-interval (low, high) and two-sided p of "the mean is 0"; NaN interval and p for one value.
+    Values that all agree are certain within these seeds: a zero-width interval, p 0 (or 1 when all are 0)."""
+    mean, std, half_width = mean_ci(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan, math.nan
+    if std == 0:
+        return mean, mean, mean, 1.0 if mean == 0 else 0.0
+    t = mean / (std / math.sqrt(len(values)))
+    return mean, mean - half_width, mean + half_width, min(1.0, 2 * t_sf(abs(t), len(values) - 1))
+
+
 def paired(step: dict[int, float], reference: dict[int, float], name: str = "") -> Paired | None:
     """``step`` minus ``reference`` (values by seed), paired by seed; None when they share no seed."""
     seeds = sorted(set(step) & set(reference))
     if not seeds:
         return None
-    differences = [step[s] - reference[s] for s in seeds]
-    delta, std, half_width = mean_ci(differences)
-    if len(seeds) < 2:
-        return Paired(name, 1, delta, math.nan, math.nan, math.nan)
-    if std == 0:  # every seed moved by the same amount: certain within these seeds
-        return Paired(name, len(seeds), delta, delta, delta, 1.0 if delta == 0 else 0.0)
-    t = delta / (std / math.sqrt(len(seeds)))
-    return Paired(name, len(seeds), delta, delta - half_width, delta + half_width, min(1.0, 2 * t_sf(abs(t), len(seeds) - 1)))
+    return Paired(name, len(seeds), *one_sample([step[s] - reference[s] for s in seeds]))
 
 
 def holm(p_values: list[float]) -> list[float]:
