@@ -1,13 +1,15 @@
 """Where the library's training step time goes: torch.profiler self time by kind of op.
 
-    python benchmarks/profile_step.py --threads 1                  # the two cases of throughput.py
+    python benchmarks/profile_step.py --threads 1                  # the cases of throughput.py
+    python benchmarks/profile_step.py --cases digits --steps 5     # the default digits config as `bagoftricks fit` runs it
     python benchmarks/profile_step.py --model resnet50d --batch-size 8 --steps 5
     python benchmarks/profile_step.py --library-args "--model.optimizer torch.optim.AdamW --model.optimizer.fused true"
     python benchmarks/profile_step.py --compile                    # the torch.compile'd step
     python benchmarks/profile_step.py --quick                      # a smoke run
 
-The same ``bagoftricks fit`` defaults and random in-memory data as ``throughput.py``, profiled for
-``--steps`` steps after ``--warmup``. Every op's own (self) time is put in one bin: the optimizer
+The same cases as ``throughput.py``: ``bagoftricks fit``'s defaults on random in-memory data (a, b),
+and ``experiments/digits/base.yaml`` on the real digits as the CLI builds it (digits; with
+``--library-args`` to try a setting), profiled for ``--steps`` steps after ``--warmup``. Every op's own (self) time is put in one bin: the optimizer
 (its step and zero_grad), convolutions, batch norm, the fc matmul, elementwise ops, or Python
 outside any op (Lightning's loop, hooks, logging). The convolutions' FLOP/s (3 x forward MACs x 2
 per image, over their own time) are set against a 2048 x 2048 matmul's, which shows how much of
@@ -22,22 +24,25 @@ import tempfile
 import lightning as L
 import torch
 
-# A sibling script, not a package: `python benchmarks/profile_step.py` puts benchmarks/ on sys.path.
-from throughput import (
+# A sibling module, not a package: `python benchmarks/profile_step.py` puts benchmarks/ on sys.path.
+from common import (
     COMPUTE_DTYPES,
     NUM_CLASSES,
     Alternate,
     Case,
     Matmul,
     SyntheticData,
+    add_clock_args,
     add_library_args,
-    library_argv,
+    apply_clock_args,
+    case_argv,
+    digits_argv,
+    library_cli,
     quiet,
+    random_images,
     select_cases,
-    synthetic_data,
 )
 
-from bagoftricks.cli import cli_main
 from bagoftricks.models import create_model, model_stats
 
 
@@ -88,8 +93,11 @@ def op_kind(event) -> str:
     return "elementwise, pooling, copies, loss"
 
 
-def profile_library(case: Case, args) -> None:
-    """Where the library's step time goes: torch.profiler self time by kind of op, per step."""
+def profile_library(case: Case | None, args) -> None:
+    """Where the library's step time goes: torch.profiler self time by kind of op, per step.
+
+    ``case`` None profiles the named digits case: ``bagoftricks fit -c experiments/digits/base.yaml``
+    as the CLI builds it, on the real digits."""
     from torch.profiler import ProfilerActivity, profile, schedule
 
     device = torch.device(args.device)
@@ -97,9 +105,16 @@ def profile_library(case: Case, args) -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     plan = schedule(wait=0, warmup=max(1, args.warmup), active=args.steps, repeat=1)
     with tempfile.TemporaryDirectory() as root, profile(activities=activities, schedule=plan) as profiler:
-        cli = cli_main(library_argv(case, args, root), run=False)
+        if case is None:
+            cli = library_cli(digits_argv(args), root)
+            data, model, image_size = cli.datamodule, cli.model.hparams.backbone, cli.datamodule.image_size
+            batch_size, kwargs = cli.datamodule.batch_size, {}
+        else:
+            cli = library_cli(case_argv(case, args), root)
+            data = SyntheticData(random_images((steps + 2) * case.batch_size, case.image_size), case.batch_size, device)
+            model, image_size, batch_size, kwargs = case.model, case.image_size, case.batch_size, case.kwargs
         cli.trainer.callbacks[:0] = [ProfilerStep(profiler), Alternate(device, stop_after=steps + 1)]
-        cli.trainer.fit(cli.model, datamodule=SyntheticData(*synthetic_data(case, steps + 2), case.batch_size, device))
+        cli.trainer.fit(cli.model, datamodule=data)
     events = profiler.events()
     profiled = [e for e in events if e.name.startswith("ProfilerStep")]
     seconds = sum(e.cpu_time_total for e in profiled) / 1e6 / len(profiled)
@@ -107,7 +122,7 @@ def profile_library(case: Case, args) -> None:
     for event in events:
         own = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
         spent[op_kind(event)] = spent.get(op_kind(event), 0.0) + own / 1e6 / len(profiled)  # us -> s per step
-    macs = model_stats(create_model(case.model, NUM_CLASSES, **case.kwargs), case.image_size)["macs"]
+    macs = model_stats(create_model(model, NUM_CLASSES, **kwargs), image_size)["macs"]
     matmul = Matmul(device, 1.0, COMPUTE_DTYPES.get(args.precision, torch.float32))
     matmul.step()
     print(f"library step under torch.profiler, {len(profiled)} steps: {1e3 * seconds:.0f} ms "
@@ -116,8 +131,8 @@ def profile_library(case: Case, args) -> None:
         print(f"  {kind:<52} {1e3 * t:7.1f} ms {100 * t / seconds:5.1f}%")
     conv = spent.get("convolution, forward + backward")
     if conv:
-        print(f"  the convolutions alone run at {6 * macs * case.batch_size / conv / 1e9:.1f} GFLOP/s = "
-              f"{6 * macs * case.batch_size / conv / matmul.rates[0]:.2f} of the matmul's "
+        print(f"  the convolutions alone run at {6 * macs * batch_size / conv / 1e9:.1f} GFLOP/s = "
+              f"{6 * macs * batch_size / conv / matmul.rates[0]:.2f} of the matmul's "
               f"{matmul.rates[0] / 1e9:.1f} G")  # fmt: skip
 
 
@@ -126,16 +141,16 @@ def main(argv: list[str] | None = None) -> None:
     add_library_args(parser)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--warmup", type=int, default=1, help="unprofiled steps before them")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    add_clock_args(parser)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one step: a smoke test of the script")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_clock_args(args)
     if args.quick:
         args.steps, args.warmup = 1, 1
     quiet()
-    for case in select_cases(args):
-        print(f"\n{case}, {args.device}, {args.precision}, {torch.get_num_threads()} CPU threads")
+    for case in [*select_cases(args), *([None] if "digits" in args.cases else [])]:
+        name = case or "digits: experiments/digits/base.yaml as `bagoftricks fit` builds it"
+        print(f"\n{name}, {args.device}, {args.precision}, {torch.get_num_threads()} CPU threads")
         profile_library(case, args)
 
 

@@ -29,17 +29,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-from pathlib import Path
 
 import lightning as L
 import torch
 
-# A sibling script, not a package: `python benchmarks/time_to_accuracy.py` puts benchmarks/ on sys.path.
-from throughput import add_clock_args, apply_clock_args, clock, quiet
+# A sibling module, not a package: `python benchmarks/time_to_accuracy.py` puts benchmarks/ on sys.path.
+from common import DIGITS, UNTIMED, add_clock_args, apply_clock_args, clock, library_cli, quiet
 
-from bagoftricks.cli import cli_main
-
-DIGITS = Path(__file__).resolve().parents[1] / "experiments" / "digits"
 BASE = DIGITS / "base.yaml"
 # The paper's refinements that pay off within base.yaml's 6 epochs, stacked in its order. Left out:
 # zero gamma, which cost 19.5 points top-1 alone in this budget (experiments/digits/each.yaml; it
@@ -63,23 +59,18 @@ class AccuracyClock(L.Callback):
         self.start, self.points = None, []
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.start = clock(torch.device("cpu"))
+        self.start = clock()
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self.start is not None and not trainer.sanity_checking:
-            self.points.append((clock(torch.device("cpu")) - self.start, float(trainer.callback_metrics["val/top1"])))
+            self.points.append((clock() - self.start, float(trainer.callback_metrics["val/top1"])))
 
 
 def run(recipe: list[str], seed: int, args, root: str) -> list[tuple[float, float]]:
-    argv = [
-        "-c", str(BASE), *recipe, "--seed_everything", str(seed),
-        "--trainer.val_check_interval", str(args.val_every), "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", root,
-    ]  # fmt: skip
+    argv = ["-c", str(BASE), *recipe, "--seed_everything", str(seed), "--trainer.val_check_interval", str(args.val_every)]
     if args.quick:
         argv += ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
-    cli = cli_main(argv, run=False)
+    cli = library_cli([*argv, *UNTIMED], root)
     accuracy_clock = AccuracyClock()
     cli.trainer.callbacks.append(accuracy_clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -143,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
             note = " (the best both reach in every run)" if level < args.target else ""
             print(f"  {name} vs {plain} at {level:.3f}{note}: {seconds(median[name])} vs "
                   f"{seconds(median[plain])}{ratio_text}")  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

@@ -27,21 +27,36 @@ cutmix.yaml's ``mix_prob 0.5``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-# A sibling script, not a package: `python benchmarks/tricks.py` puts benchmarks/ on sys.path.
-from throughput import add_clock_args, apply_clock_args, Alternate, SyntheticData, clock, quiet, summary
+# A sibling module, not a package: `python benchmarks/tricks.py` puts benchmarks/ on sys.path.
+from common import (
+    DIGITS,
+    NO_VALIDATION,
+    NUM_CLASSES,
+    UNTIMED,
+    Alternate,
+    SyntheticData,
+    add_clock_args,
+    apply_clock_args,
+    clock,
+    library_cli,
+    quiet,
+    random_images,
+    summary,
+)
 
 from bagoftricks.callbacks import LRSchedule
-from bagoftricks.cli import cli_main
 from bagoftricks.models import create_model
+from bagoftricks.module import Tricks
 
-DIGITS = Path(__file__).resolve().parents[1] / "experiments" / "digits"
-IMAGE_SIZE, NUM_CLASSES = 32, 10
+IMAGE_SIZE = 32  # the digits recipe's, px
 
 # name -> arguments after `-c base.yaml`: the trick's experiment file, and what this benchmark changes.
 TRICKS = {
@@ -60,21 +75,16 @@ class ForwardClock:
     """Seconds of each forward of a module, read off forward hooks."""
 
     def __init__(self, module: torch.nn.Module) -> None:
-        cpu, self.seconds = torch.device("cpu"), []
-        module.register_forward_pre_hook(lambda *_: setattr(self, "start", clock(cpu)))
-        module.register_forward_hook(lambda *_: self.seconds.append(clock(cpu) - self.start))
+        self.seconds: list[float] = []
+        module.register_forward_pre_hook(lambda *_: setattr(self, "start", clock()))
+        module.register_forward_hook(lambda *_: self.seconds.append(clock() - self.start))
 
 
 def build(extra: list[str], args, root: str):
     """The CLI's module and Trainer for base.yaml + ``extra`` (nothing is run)."""
     configs = [str(DIGITS / arg) if arg.endswith(".yaml") else arg for arg in extra]
-    argv = [
-        "-c", str(DIGITS / "base.yaml"), *configs, "--data.init_args.batch_size", str(args.batch_size),
-        "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", root,
-    ]  # fmt: skip
-    return cli_main(argv, run=False)
+    argv = ["-c", str(DIGITS / "base.yaml"), *configs, "--data.init_args.batch_size", str(args.batch_size)]
+    return library_cli([*argv, *NO_VALIDATION, *UNTIMED], root)
 
 
 def schedule_of(trainer) -> LRSchedule:
@@ -82,28 +92,34 @@ def schedule_of(trainer) -> LRSchedule:
 
 
 class Ways:
-    """Gives the running module, schedule and Trainer one way's settings before each step."""
+    """Gives the running module, schedule and Trainer one way's settings before each step, through
+    their public attributes: the module's ``tricks``, the schedule's settings, the Trainer's optimizers."""
 
     def __init__(self, clis: dict, trainer, module) -> None:
         self.clis, self.trainer, self.module, self.names = clis, trainer, module, list(clis)
         self.optimizers: dict = {}
 
     def prepare(self) -> None:
-        """Each way's optimizer over the running model's parameters, built by the module itself."""
+        """Each way's optimizer over the running model's parameters, built by the module itself
+        from that way's settings (no_bias_decay, the optimizer's class and arguments)."""
+        own = dict(self.module.hparams), self.module.optimizer
         for name in self.names:
-            self.module.hparams.update(self.clis[name].model.hparams)
+            way = self.clis[name].model
+            self.module.hparams.update(way.hparams)
+            self.module.optimizer = way.optimizer
             self.optimizers[name] = self.module.configure_optimizers()
+        self.module.hparams.update(own[0])
+        self.module.optimizer = own[1]
 
-    def __call__(self, batch_idx: int) -> str:
+    def __call__(self, step: int) -> str:
         if not self.optimizers:
             self.prepare()
-        name = self.names[batch_idx % len(self.names)]
-        way = self.clis[name].model
-        self.module.hparams.update(way.hparams)
-        self.module.mixing = way.mixing
-        self.module.__dict__["teacher"] = way.teacher
-        schedule = schedule_of(self.trainer)
-        schedule.__dict__.update(vars(schedule_of(self.clis[name].trainer)))
+        name = self.names[step % len(self.names)]
+        for setting in fields(Tricks):  # the teacher too
+            setattr(self.module.tricks, setting.name, getattr(self.clis[name].model.tricks, setting.name))
+        schedule, source = schedule_of(self.trainer), schedule_of(self.clis[name].trainer)
+        for setting in inspect.signature(LRSchedule).parameters:
+            setattr(schedule, setting, getattr(source, setting))
         schedule.on_train_start(self.trainer, self.module)  # warmup and total steps for this Trainer
         self.trainer.optimizers = [self.optimizers[name]]
         return name
@@ -118,11 +134,9 @@ def run_round(clis: dict, args, root: str) -> tuple[dict[str, list[float]], list
     alternate = Alternate(torch.device("cpu"), switch=switch, stop_after=steps)
     # First, so the LR schedule sets the LR of the optimizer this step will use.
     runner.trainer.callbacks.insert(0, alternate)
-    teachers = [ForwardClock(cli.model.teacher) for cli in clis.values() if cli.model.teacher is not None]
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn((steps + 1) * args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
-    labels = torch.randint(NUM_CLASSES, ((steps + 1) * args.batch_size,), generator=generator)
-    runner.trainer.fit(runner.model, datamodule=SyntheticData(images, labels, args.batch_size, torch.device("cpu")))
+    teachers = [ForwardClock(cli.model.tricks.teacher) for cli in clis.values() if cli.model.tricks.teacher is not None]
+    data = random_images((steps + 1) * args.batch_size, IMAGE_SIZE)
+    runner.trainer.fit(runner.model, datamodule=SyntheticData(data, args.batch_size, torch.device("cpu")))
     times = {name: alternate.times[name][args.warmup : cycle] for name in clis}
     return times, [t for teacher in teachers for t in teacher.seconds[args.warmup : cycle]]
 
