@@ -304,6 +304,7 @@ class ResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         # Input pixels per pixel of the last feature map (timm's feature_info "reduction").
         self.total_stride = math.prod(strides)
+        self.blur_pool = blur_pool
 
         self.num_features = inplanes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -385,16 +386,18 @@ def create_model(
 
 
 def min_image_size(model: ResNet | str, **flags) -> int:
-    """Smallest input side a backbone takes: its total stride (32, or 8 with `stem='cifar'`).
+    """Smallest input side a backbone takes, from its total stride: half of it (16 px, or 4 with
+    `stem='cifar'`), so that the last stage's stride-2 layer starts from one whole pixel; with
+    `blur_pool` one more (17, 5), since BlurPool's reflect padding needs two pixels there.
 
-    Below it the last stage works on a map smaller than one pixel of real content, its
-    3x3 convs reading padding only, and `blur_pool`'s reflect padding fails outright.
-    `model` is a ResNet or a `create_model` name with its `flags`.
+    Padded stride-2 layers never fail on smaller inputs (every map rounds up to 1 px), they only
+    turn more of each stage into padding; BlurPool does fail. `model` is a ResNet or a
+    `create_model` name with its `flags`.
     """
     if isinstance(model, str):
         with torch.device("meta"):  # only the layout is needed, not the weights
             model = create_model(model, **flags)
-    return model.total_stride
+    return model.total_stride // 2 + (1 if model.blur_pool else 0)
 
 
 def model_stats(model: nn.Module, image_size: int = 224, in_chans: int = 3) -> dict[str, int]:
