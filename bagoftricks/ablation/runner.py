@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bagoftricks.ablation.check import bare_argv, check_out_dir, check_runs, disk_error
 from bagoftricks.ablation.design import design_record
 from bagoftricks.ablation.evidence import save_predictions
+from bagoftricks.ablation.parallel import run_parallel
 from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
 from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, step_folder, sweep_config
 from bagoftricks.cli import cli_main, ignore_known_warnings
@@ -269,8 +270,13 @@ def ablate(
     wandb: bool = False,
     overrides: dict[str, Any] | None = None,
     console: Console | None = None,
+    jobs: int = 1,
+    report: bool = True,
 ) -> Path:
-    """Run (or with ``dry_run`` print, or with ``export_sweep`` export) an ablation spec; return its output folder."""
+    """Run (or with ``dry_run`` print, or with ``export_sweep`` export) an ablation spec; return its output folder.
+
+    ``jobs`` > 1 trains in that many worker processes; ``report=False`` only trains (and keeps results.csv whole).
+    """
     console = console or Console()
     spec = load_spec(spec_path)
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
@@ -283,10 +289,10 @@ def ablate(
     selected = [runs[i] for i in only] if only else runs
     with quiet_lightning():
         check_runs(spec, runs, overrides, console)
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be at least 1.")
     if export_sweep is not None:
-        args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
-        args += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={one_line(value)}")]
-        write_sweep(export_sweep, spec, runs, args)
+        write_sweep(export_sweep, spec, runs, _cli_args(out, seeds, overrides))
         console.print(f"W&B sweep over {len(runs)} runs written to {export_sweep}.")
     if dry_run:
         for run in selected:
@@ -301,10 +307,14 @@ def ablate(
     if any(run.wandb is not None for run in runs):
         default_wandb_offline(console)
     try:
-        run_all(spec, runs, unfinished(selected, console), out_dir, console)
+        todo = unfinished(selected, console)
+        if jobs > 1 and len(todo) > 1:
+            run_parallel(spec.path, todo, jobs, _cli_args(out_dir, seeds, overrides) + ["--wandb"] * wandb, console)
+        else:
+            run_all(spec, runs, todo, out_dir, console)
         results = finished_results(spec, out_dir)
         write_results_csv(out_dir, results)
-        if results:
+        if results and report:
             summaries = write_report(out_dir, title=spec.name)
             print_table(summaries, title=spec.name, console=console)
             console.print(f"Results in {out_dir}: results.csv, results.md, top1.png, val_curves.png, lr.png.")
@@ -313,6 +323,12 @@ def ablate(
             raise
         raise user_error from err
     return out_dir
+
+
+def _cli_args(out: str | os.PathLike | None, seeds: list[int] | None, overrides: dict[str, Any] | None) -> list[str]:
+    """The ``ablate`` flags that give another process (a sweep agent, a --jobs worker) the same runs."""
+    args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
+    return args + [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={one_line(value)}")]
 
 
 def _int_list(text: str) -> list[int]:
@@ -343,6 +359,8 @@ def ablate_main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--dry-run", action="store_true", help="print each run's `bagoftricks fit` command; run nothing")
     parser.add_argument("--export-sweep", metavar="FILE", help="write a W&B grid sweep over the run indices; run nothing")
     parser.add_argument("--wandb", action="store_true", help="log every run to W&B as well (offline without credentials)")
+    parser.add_argument("--jobs", type=int, default=1, help="train N runs at once, each with its share of the CPU cores (or its GPU)")
+    parser.add_argument("--no-report", action="store_true", help="train only; leave results.md and the plots to a later call")
     parser.add_argument(
         "--set",
         type=_key_value,
@@ -361,4 +379,6 @@ def ablate_main(argv: list[str] | None = None) -> Path:
         only=args.only,
         wandb=args.wandb,
         overrides=dict(args.set),
+        jobs=args.jobs,
+        report=not args.no_report,
     )
