@@ -106,13 +106,13 @@ def _explain(spec: Spec, run: Run, extra: dict[str, Any], err: ArgumentError) ->
     return _unknown_key(spec, run, extra, known) or f"{spec.path}: step {run.step!r}: {_one_line(err)}; fix that value in the spec."
 
 
-def check_runs(spec: Spec, runs: list[Run], extra: dict[str, Any] | None, console: Console) -> None:
+def check_runs(spec: Spec, runs: list[Run], extra: dict[str, Any] | None, console: Console) -> dict[int, Namespace]:
     """Parse each step's arguments (once per step: seeds change nothing else) and warn about warmup
-    that covers all of training, before anything trains."""
+    that covers all of training, before anything trains; return each step's parsed config."""
     first_of_step: dict[int, Run] = {}
     for run in runs:
         first_of_step.setdefault(run.step_index, run)
-    covered = []
+    covered, configs = [], {}
     for run in first_of_step.values():
         try:
             config = parse_fit_args(run.fit_args())
@@ -121,6 +121,7 @@ def check_runs(spec: Spec, runs: list[Run], extra: dict[str, Any] | None, consol
         # The parser accepts abbreviations (`trainer.max_epoch`), which its next major version refuses.
         if problem := _unknown_key(spec, run, extra or {}, cli_keys(config)):
             raise ConfigError(problem)
+        configs[run.step_index] = config
         warmup, epochs = config.get("schedule.warmup_epochs"), config.get("trainer.max_epochs")
         if warmup and epochs and warmup >= epochs:
             covered.append(f"{run.step!r} ({warmup:g} of {epochs})")
@@ -132,6 +133,7 @@ def check_runs(spec: Spec, runs: list[Run], extra: dict[str, Any] | None, consol
             f"[yellow]warning:[/] {spec.path}: schedule.warmup_epochs covers all of trainer.max_epochs in step(s) "
             f"{steps}, so the schedule after warmup never runs; lower warmup_epochs or raise max_epochs."
         )
+    return configs
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -27,7 +27,7 @@ from bagoftricks.ablation.stats import Paired, holm, mean_ci, paired
 # One row per run; metrics in percent (top-1/top-5) as the paper reports them.
 COLUMNS = (
     "step_index", "step", "parent", "seed", "val_top1", "val_top1_best", "val_top5", "val_loss", "test_top1", "test_top5",
-    "epochs", "wall_time_s", "time_per_epoch_s", "params", "macs", "tricks", "run_dir",
+    "epochs", "wall_time_s", "time_per_epoch_s", "params", "macs", "tricks", "run_dir", "budget", "unbudgeted",
 )  # fmt: skip
 FOOTER = (
     "top-1: the last epoch's val/top1 (not the best epoch, which is biased upwards), mean ± sample std "
@@ -128,7 +128,7 @@ def load_results(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(out_dir) / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `bagoftricks ablate SPEC --out {out_dir}` first.")
-    text_columns = ("step", "parent", "tricks", "run_dir")
+    text_columns = ("step", "parent", "tricks", "run_dir", "unbudgeted")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return [{k: (v if k in text_columns else None if v == "" else float(v)) for k, v in row.items()} for row in rows]
@@ -327,11 +327,54 @@ def write_report(out_dir: str | os.PathLike, title: str | None = None) -> list[S
     text = markdown_table(summaries, title)
     if (out_dir / "design.json").is_file():
         text += effects_section(json.loads((out_dir / "design.json").read_text()), rows)
+    by_budget = _by_budget(rows, summaries)
+    text += budget_section(by_budget) if by_budget else ""
     atomic_write(out_dir / "results.md", text + per_image_section(out_dir, rows, comparisons))
-    for name, figure in (
-        ("top1.png", figure_top1(summaries)),
-        ("val_curves.png", figure_val_curves(out_dir, rows)),
-        ("lr.png", figure_lr(out_dir, rows)),
-    ):
+    figures = [("top1.png", figure_top1(summaries)), ("val_curves.png", figure_val_curves(out_dir, rows)), ("lr.png", figure_lr(out_dir, rows))]
+    for name, figure in figures + ([("budget.png", figure_budget(by_budget))] if by_budget else []):
         figure.savefig(out_dir / name, dpi=120)
     return summaries
+
+
+# ----------------------------------------------------------------------------- budgets
+
+
+def _by_budget(rows: list[dict[str, Any]], summaries: list[StepSummary]) -> dict[str, dict[float, StepSummary]]:
+    """Each step (without its budget suffix) -> budget -> its summary; empty for a spec without budgets."""
+    budget_of = {r["step"]: (r["unbudgeted"], r["budget"]) for r in rows if r.get("budget") is not None and r.get("unbudgeted")}
+    table: dict[str, dict[float, StepSummary]] = {}
+    for s in summaries:
+        if s.name in budget_of:
+            name, budget = budget_of[s.name]
+            table.setdefault(name, {})[budget] = s
+    return table
+
+
+def budget_section(by_budget: dict[str, dict[float, StepSummary]]) -> str:
+    """Δ prev of every step at every budget: which tricks pay off only in longer runs."""
+    budgets = sorted({b for per_step in by_budget.values() for b in per_step})
+    lines = ["### Δ prev against the budget (epoch multiplier)", ""]
+    lines += ["| step | " + " | ".join(f"×{b:g}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for name, per_step in by_budget.items():
+        lines.append(f"| {name} | " + " | ".join(_delta_cell(per_step[b].delta_prev) if b in per_step else "" for b in budgets) + " |")
+    note = "Each budget multiplies trainer.max_epochs, schedule.warmup_epochs, schedule.milestones and model.mixup_off_epochs."
+    return "\n".join([*lines, "", note + " Cells as in the table above (paired by seed, Holm-adjusted marks).", ""])
+
+
+def figure_budget(by_budget: dict[str, dict[float, StepSummary]]) -> Figure:
+    """Each step's Δ prev (points, 95% paired interval) against the budget, on a log-2 axis."""
+    figure, ax = _figure()
+    for name, per_step in by_budget.items():
+        points = sorted((b, s.delta_prev) for b, s in per_step.items() if s.delta_prev is not None)
+        if not points:
+            continue
+        low = [0.0 if math.isnan(d.low) else d.delta - d.low for _, d in points]
+        high = [0.0 if math.isnan(d.high) else d.high - d.delta for _, d in points]
+        ax.errorbar([b for b, _ in points], [d.delta for _, d in points], yerr=[low, high], marker="o", capsize=3, label=name)
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("budget (epoch multiplier)")
+    ax.set_ylabel("Δ prev top-1 (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return figure

@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bagoftricks.ablation.budget import with_budget
 from bagoftricks.ablation.check import bare_argv, check_out_dir, check_runs, disk_error
 from bagoftricks.ablation.design import design_record
 from bagoftricks.ablation.evidence import save_predictions
@@ -171,6 +172,8 @@ def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
         "parent": run.parent,
         "seed": run.seed,
         "tricks": list(run.tricks),
+        "budget": run.budget,
+        "unbudgeted": run.unbudgeted,
         **summarize_run(read_metrics(run.run_dir)),
         "wall_time_s": round(time.perf_counter() - start, 2),  # of the invocation that finished the run
         "params": stats["params"],
@@ -286,9 +289,10 @@ def ablate(
     for index in only or []:
         if not 0 <= index < len(runs):
             raise ConfigError(f"--only {index} is out of range: {spec.path} has {len(runs)} runs (0 to {len(runs) - 1}).")
-    selected = [runs[i] for i in only] if only else runs
     with quiet_lightning():
-        check_runs(spec, runs, overrides, console)
+        configs = check_runs(spec, runs, overrides, console)
+    runs = [with_budget(spec, run, configs[run.step_index]) for run in runs]
+    selected = [runs[i] for i in only] if only else runs
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} must be at least 1.")
     if export_sweep is not None:

@@ -16,7 +16,7 @@ from bagoftricks.ablation.design import Design, design
 from bagoftricks.errors import ConfigError
 
 MODES = ("cumulative", "each", "leave-one-out", "factorial")
-SPEC_KEYS = ("name", "base", "seeds", "mode", "set", "steps", "test", "keep_checkpoints", "runs_per_seed")
+SPEC_KEYS = ("name", "base", "seeds", "mode", "set", "steps", "test", "keep_checkpoints", "runs_per_seed", "budgets")
 STEP_KEYS = ("name", "set", "config", "from")
 # Chosen per run by the runner; a spec that set them would write every run into one folder.
 RUNNER_KEYS = ("seed_everything", "trainer.default_root_dir", "checkpoint.dirpath", "ckpt_path")
@@ -35,6 +35,8 @@ class Step:
     # recipe, factorial rows with no single step).
     reference: int | None = None
     trick_names: tuple[str, ...] | None = None  # set by designs, whose rows' names are not "+"-joined tricks
+    budget: float | None = None  # epoch multiplier (spec key `budgets`), None without budgets
+    unbudgeted: str = ""  # the step's name without its budget suffix
 
     @property
     def changes(self) -> bool:
@@ -88,6 +90,8 @@ class Run:
     configs: tuple[str, ...]  # -c files in order (base first)
     overrides: tuple[str, ...]  # the spec's --key value pairs, in the order they apply
     wandb: dict[str, Any] | None  # WandbLogger init_args, or None without W&B
+    budget: float | None = None  # the step's epoch multiplier (None without budgets)
+    unbudgeted: str = ""  # the step's name without its budget suffix
 
     def fit_args(self, wandb_id: str | None = None) -> list[str]:
         """Arguments of ``bagoftricks fit`` (without the subcommand) for this run."""
@@ -234,6 +238,10 @@ def load_spec(path: str | os.PathLike) -> Spec:
         steps, design = _design_rows(path, mode, steps, raw_steps, raw.get("runs_per_seed"))
     elif "runs_per_seed" in raw:
         raise ConfigError(f"{path}: runs_per_seed applies to mode: factorial only; remove it.")
+    if "budgets" in raw:
+        if mode == "factorial":
+            raise ConfigError(f"{path}: budgets do not combine with mode: factorial (one design per budget); run one spec per budget.")
+        steps = budget_rows(path, steps, raw["budgets"])
     return Spec(
         path=path,
         name=str(raw.get("name") or f"{path.resolve().parent.name}-{path.stem}"),
@@ -246,6 +254,27 @@ def load_spec(path: str | os.PathLike) -> Spec:
         keep_checkpoints=raw.get("keep_checkpoints", True),
         design=design,
     )
+
+
+def budget_rows(path: Path, steps: list[Step], budgets: Any) -> list[Step]:
+    """The steps repeated for every budget (budget-major), each block's parents and references kept inside it."""
+    if not (isinstance(budgets, list) and budgets and all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0 for b in budgets)):
+        raise ConfigError(f"{path}: budgets must be a non-empty list of positive epoch multipliers, such as [1, 2, 4].")
+    if len(set(budgets)) != len(budgets):
+        raise ConfigError(f"{path}: budgets {budgets} repeat a budget; each must appear once.")
+    rows = []
+    for block, budget in enumerate(budgets):
+        shift = block * len(steps)
+
+        def moved(index: int | None) -> int | None:
+            return None if index is None else index + shift
+
+        for step in steps:
+            tricks = step.trick_names
+            rows.append(dataclasses.replace(step, name=f"{step.name} ×{budget:g}", parent=moved(step.parent),
+                                            reference=moved(step.reference), budget=float(budget), unbudgeted=step.name,
+                                            trick_names=tricks))  # fmt: skip
+    return rows
 
 
 def _combined(name: str, tricks: list[Step], names: list[str]) -> Step:
@@ -340,7 +369,8 @@ def plan(
                 # The user's WandbLogger settings (project, entity, ...) stay; the ablation names and groups the run.
                 logger = {"project": "bagoftricks", **(user_wandb or {})}
                 logger.update(save_dir=str(run_dir), group=spec.name, name=f"{step.name} s{seed}", tags=[t[:64] for t in tricks])
-            runs.append(Run(len(runs), i, step.name, parent, seed, tricks, run_dir, tuple(configs), tuple(overrides), logger))
+            runs.append(Run(len(runs), i, step.name, parent, seed, tricks, run_dir, tuple(configs), tuple(overrides), logger,
+                            step.budget, step.unbudgeted))  # fmt: skip
     return runs
 
 
