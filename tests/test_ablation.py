@@ -295,6 +295,20 @@ def test_wandb_offline_run_holds_the_tricks(tmp_path, monkeypatch):
         config.update({item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in items})
     assert config["ablation"]["tricks"] == ["label smoothing", "cosine"]
     assert config["model"]["label_smoothing"] == 0.1 and config["schedule"]["name"] == "cosine"  # the resolved config
+    # The summary run: same group, the table (with its paired-interval columns) and the figures, the spec as config.
+    files = list((tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    records = wandb_records(files[0])
+    summary = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert summary.run_group == run.run_group and summary.display_name == f"{run.run_group} summary"
+    assert summary.job_type == "ablation-summary"
+    logged: dict[str, dict] = {}  # media are logged as nested keys: results._type, top1.path, ...
+    for record in records:
+        for item in record.history.item if record.WhichOneof("record_type") == "history" else []:
+            if len(item.nested_key) == 2:
+                logged.setdefault(item.nested_key[0], {})[item.nested_key[1]] = json.loads(item.value_json)
+    assert {"results", "top1", "val_curves", "lr"} <= set(logged)
+    assert logged["results"]["_type"] == "table-file" and logged["results"]["ncols"] == 12
 
 
 def test_notebook_executes(tiny, monkeypatch):

@@ -34,6 +34,7 @@ from bagoftricks.ablation.evidence import save_predictions
 from bagoftricks.ablation.parallel import run_parallel
 from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
 from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, step_folder, sweep_config
+from bagoftricks.ablation.wandb_summary import log_summary
 from bagoftricks.cli import cli_main, ignore_known_warnings
 from bagoftricks.errors import ConfigError, DataError
 from bagoftricks.models import model_stats
@@ -321,6 +322,8 @@ def ablate(
         if results and report:
             summaries = write_report(out_dir, title=spec.name)
             print_table(summaries, title=spec.name, console=console)
+            if runs[0].wandb is not None:
+                log_summary(spec, out_dir, summaries, runs[0].wandb)
             console.print(f"Results in {out_dir}: results.csv, results.md, top1.png, val_curves.png, lr.png.")
     except OSError as err:
         if (user_error := disk_error(err, out_dir)) is None:
