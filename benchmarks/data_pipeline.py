@@ -1,6 +1,7 @@
 """Training-loader throughput: torchvision ImageFolder + PIL transforms vs ImagenetteDataModule with its cache.
 
-    python benchmarks/data_pipeline.py [--per-class 100] [--workers 2] [--batch-size 64] [--epochs 2]
+    python benchmarks/data_pipeline.py [--per-class 100] [--workers 2] [--batch-size 64] [--epochs 4]
+    python benchmarks/data_pipeline.py --quick      # a smoke run of every code path
 
 Writes an Imagenette-160-like set of JPEGs (10 classes, shorter side 160 px, the genuine folder
 layout) to a temporary folder, then iterates each training loader for a few epochs with the same
@@ -49,14 +50,17 @@ def epoch_seconds(loader: DataLoader) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=128)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="a few tiny images, no workers: a smoke test of the script")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.per_class, args.workers, args.batch_size, args.epochs, args.image_size = 2, 0, 4, 2, 32
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as tmp:

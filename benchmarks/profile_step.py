@@ -13,7 +13,9 @@ and ``experiments/digits/base.yaml`` on the real digits as the CLI builds it (di
 (its step and zero_grad), convolutions, batch norm, the fc matmul, elementwise ops, or Python
 outside any op (Lightning's loop, hooks, logging). The convolutions' FLOP/s (3 x forward MACs x 2
 per image, over their own time) are set against a 2048 x 2048 matmul's, which shows how much of
-the gap between a step's FLOP/s and the matmul's is the convolutions' own efficiency.
+the gap between a step's FLOP/s and the matmul's is the convolutions' own efficiency. It also
+counts the step's reads of tensor values on the host (each a device sync on a GPU), in all and
+inside ``training_step`` and the backward pass.
 """
 
 from __future__ import annotations
@@ -68,17 +70,38 @@ class ProfilerStep(L.Callback):
             self.profiler.step()
 
 
+def regions(event) -> list[str]:
+    """The op's name and those of every region it ran in, innermost first."""
+    chain = []
+    while event is not None:
+        chain.append(event.name)
+        event = event.cpu_parent
+    return chain
+
+
+def in_step(event) -> bool:
+    """Whether the op ran in the module's training_step or in the backward pass."""
+    return any(n == "training_step" or n.startswith("autograd::engine") for n in regions(event))
+
+
+# What every read of a tensor's value on the host ends in (.item(), float(t), an `if` on a tensor):
+# on a GPU each one makes the CPU wait for the device to finish its queue.
+HOST_READ = "aten::_local_scalar_dense"
+
+
+def in_loader(event) -> bool:
+    """Whether the op ran while the DataLoader made the next batch (torch names that region)."""
+    return any(n.startswith("enumerate(DataLoader)") for n in regions(event))
+
+
 def op_kind(event) -> str:
     """What an op's own time was spent on, from its name and the regions it ran in."""
-    chain, parent = [], event
-    while parent is not None:
-        chain.append(parent.name)
-        parent = parent.cpu_parent
     name = event.name
     if name.startswith("ProfilerStep"):
         return "outside any op (Python: Lightning, hooks, logging)"
-    in_step = any(n == "training_step" or n.startswith("autograd::engine") for n in chain)
-    if not in_step and any(n.startswith("Optimizer.") for n in chain):
+    if in_loader(event):
+        return "data loading (the next batch: transforms, collate)"
+    if not in_step(event) and any(n.startswith("Optimizer.") for n in regions(event)):
         return "optimizer step and zero_grad"
     if "conv" in name:
         return "convolution, forward + backward"
@@ -129,6 +152,12 @@ def profile_library(case: Case | None, args) -> None:
           f"({'device' if device.type == 'cuda' else 'CPU'} self time by kind of op)")  # fmt: skip
     for kind, t in sorted(spent.items(), key=lambda item: -item[1]):
         print(f"  {kind:<52} {1e3 * t:7.1f} ms {100 * t / seconds:5.1f}%")
+    reads = [e for e in events if e.name == HOST_READ]
+    loading = sum(map(in_loader, reads))
+    stepping = sum(map(in_step, reads))
+    print(f"  host reads of tensor values ({HOST_READ}) per step: {stepping / len(profiled):g} in training_step "
+          f"and backward, {(len(reads) - loading - stepping) / len(profiled):g} in the loop and callbacks, "
+          f"{loading / len(profiled):g} in data loading (of CPU tensors: no device wait)")  # fmt: skip
     conv = spent.get("convolution, forward + backward")
     if conv:
         print(f"  the convolutions alone run at {6 * macs * batch_size / conv / 1e9:.1f} GFLOP/s = "

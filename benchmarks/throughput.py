@@ -29,7 +29,8 @@ Trainer and module exactly as the CLI builds them (progress bar, summary, valida
 checkpoints included), at torch's default threads unless ``--threads`` is given, against the
 loop that user would write: the same model, the digits DataModule's own train loader (so
 augmentation and fetching cost the same), ``SGD`` with the YAML's settings, NCHW, fp32, no
-logging. The epoch-end validation and checkpoint fall into one library step every epoch; the
+logging, and no deterministic algorithms (the YAML's ``trainer.deterministic`` switches them on for
+the whole process; nothing in a user's script does). The epoch-end validation and checkpoint fall into one library step every epoch; the
 medians leave them out, as they leave out the plain loop's reshuffle.
 
 The ways alternate step by step (``common.Alternate``): at the start of every library step a
@@ -85,7 +86,9 @@ class PlainLoop:
 
     ``optimizer`` builds the optimizer from the parameters at the first step (so it can copy one
     that exists only once the library's fit has started). ``precision`` is Lightning's name; the
-    loop autocasts for a mixed one. With ``compile``, the model is ``torch.compile``'d.
+    loop autocasts for a mixed one. With ``compile``, the model is ``torch.compile``'d. With
+    ``deterministic`` set, each step runs with ``torch.use_deterministic_algorithms(deterministic)``
+    whatever the process's setting (a Trainer with ``deterministic: true`` sets it process-wide).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class PlainLoop:
         memory_format: torch.memory_format = torch.contiguous_format,
         precision: str = "32-true",
         compile: bool = False,
+        deterministic: bool | None = None,
     ) -> None:
         self.device, self.memory_format, self.batches, self.make_optimizer = device, memory_format, batches, optimizer
         self.model, self.optimizer = model.to(device, memory_format=memory_format).train(), None
@@ -105,8 +109,19 @@ class PlainLoop:
         self.mixed = precision in COMPUTE_DTYPES
         self.dtype = COMPUTE_DTYPES.get(precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+        self.deterministic = deterministic
 
     def step(self) -> float:
+        if self.deterministic is None:
+            return self.timed_step()
+        previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(self.deterministic)
+        try:
+            return self.timed_step()
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+    def timed_step(self) -> float:
         if self.optimizer is None:
             self.optimizer = self.make_optimizer(list(self.model.parameters()))
         start = clock(self.device)
@@ -211,7 +226,9 @@ def digits(args) -> None:
             torch.manual_seed(0)
             model = create_model(config["model"]["backbone"], data.num_classes)
             sgd = config["model"]["optimizer"]["init_args"]
-            loop = PlainLoop(model, endless(data.train_dataloader()), lambda params: torch.optim.SGD(params, **sgd), device)
+            # Nothing in a user's script switches deterministic algorithms on; the YAML's Trainer does, process-wide.
+            make_sgd = lambda params: torch.optim.SGD(params, **sgd)  # noqa: E731
+            loop = PlainLoop(model, endless(data.train_dataloader()), make_sgd, device, deterministic=False)
             alternate = Alternate(device, {plain: loop.step}, stop_after=steps)
             cli.trainer.callbacks.insert(0, alternate)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)

@@ -15,6 +15,8 @@ import pytest
 import torch
 from conftest import ROOT
 
+from bagoftricks.models import list_models
+
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import benchmarks/common.py as a sibling
 
 QUICK = ["--quick", "--threads", "1"]
@@ -95,3 +97,22 @@ def test_time_to_accuracy_quick(capsys):
     time_to_accuracy.main([*QUICK, "--recipes", "recipe (base.yaml)"])
     out = capsys.readouterr().out
     assert re.search(r"recipe \(base.yaml\) vs plain \(Adam, one-cycle\) at \d\.\d{3}", out)
+
+
+def test_data_pipeline_quick(capsys):
+    import data_pipeline
+
+    data_pipeline.main(["--quick"])
+    out = capsys.readouterr().out
+    # (a) the ImageFolder baseline, (b) to (d) the module's three caches, (e) with the paper's jitter.
+    assert len(ratios(r"steady +\d+ img/s \((\d+\.\d+)x\)", out)) == 5
+    assert re.search(r"^\(a\) ImageFolder \+ PIL transforms .* \(1\.00x\)", out, re.MULTILINE)
+
+
+def test_model_table_quick(capsys):
+    import model_table
+
+    model_table.main(["--quick"])
+    rows = re.findall(r"^\| `(\w+)` \| ([\d,]+) \| (\d+\.\d\d) \|$", capsys.readouterr().out, re.MULTILINE)
+    assert sorted(name for name, _, _ in rows) == sorted(n for n in list_models() if n.startswith("resnet18"))
+    assert all(int(params.replace(",", "")) > 0 for _, params, _ in rows)
