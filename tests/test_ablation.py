@@ -323,6 +323,7 @@ def test_notebook_executes(tiny, monkeypatch):
     nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120, resources=resources).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert any("+label smoothing" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert any("### Image by image (test split" in o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
 
 

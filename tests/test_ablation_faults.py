@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DIGITS_BASE
 from rich.console import Console
 from test_ablation import TINY_SET, TINY_STEPS, write_spec
 
 from bagoftricks.ablation import ablate, ablate_main
 from bagoftricks.ablation import runner as ablation_runner
 from bagoftricks.ablation.report import atomic_write
-from bagoftricks.errors import ConfigError, DataError, UserError
+from bagoftricks.errors import ConfigError, UserError
 
 
 def user_error(argv: list[str]) -> str:

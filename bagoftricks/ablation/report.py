@@ -318,18 +318,25 @@ def figure_lr(out_dir: str | os.PathLike, rows: list[dict[str, Any]], max_points
     return figure
 
 
+def more_sections(out_dir: Path, rows: list[dict[str, Any]], summaries: list[StepSummary]) -> str:
+    """The sections of results.md after the per-step table: a factorial design's effects (from design.json),
+    the deltas against the budget, and the image-by-image comparisons (from the runs' predictions.pt)."""
+    text = ""
+    if (out_dir / "design.json").is_file():
+        text += effects_section(json.loads((out_dir / "design.json").read_text()), rows)
+    if by_budget := _by_budget(rows, summaries):
+        text += budget_section(by_budget)
+    comparisons = list(dict.fromkeys((s.name, d.reference) for s in summaries for d in (s.delta_prev, s.delta_base) if d))
+    return text + per_image_section(out_dir, rows, comparisons)
+
+
 def write_report(out_dir: str | os.PathLike, title: str | None = None) -> list[StepSummary]:
     """results.md, top1.png, val_curves.png and lr.png in ``out_dir`` from its results.csv."""
     out_dir = Path(out_dir)
     rows = load_results(out_dir)
     summaries = summarize(rows)
-    comparisons = list(dict.fromkeys((s.name, d.reference) for s in summaries for d in (s.delta_prev, s.delta_base) if d))
-    text = markdown_table(summaries, title)
-    if (out_dir / "design.json").is_file():
-        text += effects_section(json.loads((out_dir / "design.json").read_text()), rows)
+    atomic_write(out_dir / "results.md", markdown_table(summaries, title) + more_sections(out_dir, rows, summaries))
     by_budget = _by_budget(rows, summaries)
-    text += budget_section(by_budget) if by_budget else ""
-    atomic_write(out_dir / "results.md", text + per_image_section(out_dir, rows, comparisons))
     figures = [("top1.png", figure_top1(summaries)), ("val_curves.png", figure_val_curves(out_dir, rows)), ("lr.png", figure_lr(out_dir, rows))]
     for name, figure in figures + ([("budget.png", figure_budget(by_budget))] if by_budget else []):
         figure.savefig(out_dir / name, dpi=120)
