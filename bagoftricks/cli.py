@@ -12,8 +12,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from bagoftricks.callbacks import LRSchedule
 from bagoftricks.data import ImageDataModule
-from bagoftricks.errors import ConfigError
-from bagoftricks.models import fit_report, read_checkpoint
+from bagoftricks.errors import ConfigError, UserError
+from bagoftricks.models import fit_report, min_image_size, read_checkpoint
 from bagoftricks.module import ClassificationModule
 
 
@@ -44,6 +44,19 @@ class BagOfTricksCLI(LightningCLI):
         )
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            # jsonargparse reports a constructor's error inside a dump of the union types it tried
+            # (the data group is `ImageDataModule | None`); a user's mistake is shown as itself.
+            cause = err.__cause__ or err.__context__
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
+
     def _parse_ckpt_path(self) -> None:
         """Resume with the config the user gave, not the checkpoint's hyperparameters.
 
@@ -53,11 +66,19 @@ class BagOfTricksCLI(LightningCLI):
         whose network does not fit the config.
         """
 
-    def _check_checkpoint(self) -> None:
+    def _check_run(self) -> None:
+        """What only the whole config can tell: a training length, an image size the backbone
+        takes, a checkpoint that fits the network."""
         config = self.config[self.subcommand]
         path = config.get("ckpt_path")
         if self.subcommand == "fit" and 0 in (self.trainer.max_epochs, self.trainer.max_steps):
             raise ConfigError("trainer.max_epochs and trainer.max_steps must be positive: 0 trains nothing.")
+        image_size, smallest = getattr(self.datamodule, "image_size", None), min_image_size(self.model.backbone)
+        if image_size is not None and image_size < smallest:
+            raise ConfigError(
+                f"data.image_size {image_size} is smaller than model.backbone {self.model.hparams.backbone} takes "
+                f"({smallest} px); use data.image_size {smallest} or more."
+            )
         if not path or path in ("last", "best", "hpc", "registry"):  # Lightning's own names, resolved by it
             return
         state, hparams = read_checkpoint(path, role="--ckpt_path", weights_only=config.get("weights_only") is not False)
@@ -69,7 +90,7 @@ class BagOfTricksCLI(LightningCLI):
                 f"{self.model.hparams.num_classes} classes{trained}: {problems}; pass the config it was trained with."
             )
 
-    before_fit = before_validate = before_test = before_predict = _check_checkpoint
+    before_fit = before_validate = before_test = before_predict = _check_run
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]):
         # The checkpoint group always adds a ModelCheckpoint, which Lightning refuses beside

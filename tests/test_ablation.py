@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import DIGITS_BASE, EXPERIMENTS, ROOT
-from miniatures import make_cifar100, make_cub200, make_imagenette
+from miniatures import make_cifar100, make_cub200, make_image_folder, make_imagenette
 from scipy.stats import t as student_t
 
 from bagoftricks import ClassificationModule
@@ -386,6 +386,7 @@ def miniatures(tmp_path_factory):
         "imagewoof": make_imagenette(root / "woof", "imagewoof2-160"),
         "cifar100": make_cifar100(root / "cifar"),
         "cub200": make_cub200(root / "cub"),
+        "cifar10": make_image_folder(root / "cifar10", per_class=6),
     }
     teachers = {10: _make_teacher(root / "teacher10.ckpt", 10), 200: _make_teacher(root / "teacher200.ckpt", 200)}
     return data, teachers

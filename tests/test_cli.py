@@ -76,6 +76,9 @@ def test_validate_and_test_from_checkpoint(tmp_path):
         (["--schedule.warmup_epochs", "50"], "schedule.warmup_epochs"),
         (["--model.backbone_kwargs", "{stem: round}"], "stem"),
         (["--trainer.max_epochs", "0"], "trainer.max_epochs"),
+        (["--data.image_size", "12"], "data.image_size 12 is smaller than model.backbone resnet18 takes"),
+        (["--data.image_size", "3"], "data.image_size must be"),
+        (["--data.batch_size", "0"], "data.batch_size"),
         (["--model.teacher", "."], "is a directory"),
     ],
 )
