@@ -139,7 +139,8 @@ def test_host_reads_counter_sees_reads():
         lambda: torch.ones(()).item(),
         lambda: bool(torch.ones(()) > 0),
         lambda: F.one_hot(torch.tensor([1, 2]), 3),  # its range check reads min and max
-        lambda: torch.distributions.Beta(torch.tensor(0.2), torch.tensor(0.2)).sample(),  # validation
+        # validated explicitly: torch.compile (test_module) turns the default validation off process-wide
+        lambda: torch.distributions.Beta(torch.tensor(0.2), torch.tensor(0.2), validate_args=True).sample(),
     ):
         with HostReads() as reads:
             read()
