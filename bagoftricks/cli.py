@@ -127,8 +127,9 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
 
 
 def ignore_known_warnings() -> None:
-    """Warnings printed at every fit that are not for a user to act on: Lightning 2.6's own use of a
-    torch API that torch 2.14 deprecates, and its advice to log more often than an epoch has steps
-    (StepLog writes every step's value at the end of each epoch anyway)."""
+    """Warnings printed at every fit that are not for a user to act on: Lightning 2.6's own use of
+    APIs that torch 2.14 and jsonargparse 4.49 deprecate, and its advice to log more often than an
+    epoch has steps (StepLog writes every step's value at the end of each epoch anyway)."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
