@@ -9,7 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from bagoftricks.data import DigitsDataModule
 from bagoftricks.data.samplers import RASampler
+from bagoftricks.errors import ConfigError
+from conftest import DIGITS_BASE, TINY, fit
 
 
 def reference_indices(n, num_replicas, rank, shuffle, seed, epoch, repetitions):
@@ -73,3 +76,30 @@ def test_epoch_changes_order_and_lightning_sees_a_distributed_sampler():
 def test_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RASampler(range(10), **kwargs)
+
+
+def test_repeated_aug_data_key_trains_on_each_image_three_times(tmp_path):
+    """``data.repeated_aug: 3`` through the CLI: the training loader draws each image three times in
+    a row with its own crop, keeps the epoch's length, and a fit runs."""
+    cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--data.repeated_aug", "3", "--seed_everything", "4",
+              "--trainer.fast_dev_run", "1")  # fmt: skip
+    loader = cli.datamodule.train_dataloader()
+    assert isinstance(loader.sampler, RASampler) and loader.sampler.repetitions == 3
+    assert loader.sampler.seed == 4  # the run's seed, the same on every rank
+    indices = list(loader.sampler)
+    assert len(indices) == len(cli.datamodule.train_set)
+    assert all(indices[i] == indices[i + 1] == indices[i + 2] for i in range(0, len(indices) - 2, 3))
+    images = [cli.datamodule.train_set[i][0] for i in indices[:3]]
+    assert not torch.equal(images[0], images[1]) or not torch.equal(images[1], images[2])  # each copy its own crop
+
+
+def test_repeated_aug_off_keeps_the_plain_shuffle():
+    data = DigitsDataModule()
+    data.setup("fit")
+    assert not isinstance(data.train_dataloader().sampler, RASampler)
+
+
+@pytest.mark.parametrize("value", [0, 1.5, True])
+def test_repeated_aug_must_be_a_whole_number(value):
+    with pytest.raises(ConfigError, match="data.repeated_aug must be a whole number of at least 1"):
+        DigitsDataModule(repeated_aug=value)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bagoftricks.data.download import Archive, prepare_dataset
+from bagoftricks.data.samplers import RASampler
 from bagoftricks.errors import ConfigError
 
 # Smallest side a data module serves: below it a ResNet's 32x downsampling leaves nothing to learn from.
@@ -137,6 +138,9 @@ class ImageDataModule(L.LightningDataModule):
             every run of an ablation sees the same images.
         max_per_class: train on at most this many images per class (a seeded, stratified subset;
             validation and test stay whole), for budgets and few-shot studies; None: all.
+        repeated_aug: each training image this many times per epoch, each copy with its own
+            augmentation (repeated augmentation, Hoffer et al. 2020; DeiT uses 3): an epoch keeps
+            its length and sees 1/repeated_aug as many distinct images. 1: off.
         download: download and extract the dataset's archive into ``root`` if its folder is missing.
         md5: accept an archive with this MD5 instead of the published ones (after an upstream re-upload).
     """
@@ -160,6 +164,7 @@ class ImageDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         split_seed: int = 0,
         max_per_class: int | None = None,
+        repeated_aug: int = 1,
         download: bool = False,
         md5: str | None = None,
     ) -> None:
@@ -171,6 +176,7 @@ class ImageDataModule(L.LightningDataModule):
         check_int("image_size", image_size, MIN_IMAGE_SIZE, " pixels")
         if max_per_class is not None:
             check_int("max_per_class", max_per_class, 1, " (or null for every image)")
+        check_int("repeated_aug", repeated_aug, 1, " (1 = off; DeiT uses 3)")
         if (download or md5) and type(self).archive is None:
             raise ConfigError(
                 f"{type(self).__name__} reads images already on disk and downloads nothing: "
@@ -181,7 +187,7 @@ class ImageDataModule(L.LightningDataModule):
         if num_workers is None:
             num_workers = default_num_workers() if self.workers_by_default else 0
         self.num_workers = num_workers
-        self.split_seed, self.max_per_class = split_seed, max_per_class
+        self.split_seed, self.max_per_class, self.repeated_aug = split_seed, max_per_class, repeated_aug
         self.download, self.md5 = download, md5
         self.pin_memory = pin_memory and torch.cuda.is_available()
 
@@ -241,10 +247,17 @@ class ImageDataModule(L.LightningDataModule):
         self.test_set = self.val_set if test is None or test is val else self.make_dataset(test, "test", train=False)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        sampler = None
+        if train and self.repeated_aug > 1:
+            # Seeded like the run (seed_everything), the same on every rank; a DistributedSampler, so
+            # Lightning under DDP keeps it and calls its set_epoch.
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            sampler = RASampler(dataset, seed=seed, repetitions=self.repeated_aug)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             # A last short batch would be a noisy step with the same LR; drop it when training.
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
