@@ -21,7 +21,8 @@ Targets: every trick <= 1.03x the baseline step, except distillation, whose teac
 real work: <= 1 + teacher forward / baseline step + 0.05, with the teacher's forward timed by hooks
 inside the same steps. The teacher is teacher.yaml's resnet34 with random weights (weights do not
 change its cost). CutMix runs on every batch here (``mix_prob 1``), so its cost is not halved by
-cutmix.yaml's ``mix_prob 0.5``.
+cutmix.yaml's ``mix_prob 0.5``. EMA updates its average after every step (``ema_every_n_steps 1``,
+the costliest setting): its target is the same 1.03x.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ TRICKS = {
     "warmup": ["-c", "warmup.yaml"],
     "cosine": ["-c", "cosine.yaml"],
     "distillation": ["-c", "distillation.yaml"],  # main() points it at a teacher file
+    "random erasing": ["--model.random_erasing", "0.25"],
+    "EMA (every step)": ["--model.ema_decay", "0.9998"],  # ema_every_n_steps 1: the costliest setting
 }
 
 
@@ -93,7 +96,8 @@ def schedule_of(trainer) -> LRSchedule:
 
 class Ways:
     """Gives the running module, schedule and Trainer one way's settings before each step, through
-    their public attributes: the module's ``tricks``, the schedule's settings, the Trainer's optimizers."""
+    their public attributes: the module's ``tricks`` and ``ema``, the schedule's settings, the
+    Trainer's optimizers."""
 
     def __init__(self, clis: dict, trainer, module) -> None:
         self.clis, self.trainer, self.module, self.names = clis, trainer, module, list(clis)
@@ -115,8 +119,10 @@ class Ways:
         if not self.optimizers:
             self.prepare()
         name = self.names[step % len(self.names)]
+        way = self.clis[name].model
         for setting in fields(Tricks):  # the teacher too
-            setattr(self.module.tricks, setting.name, getattr(self.clis[name].model.tricks, setting.name))
+            setattr(self.module.tricks, setting.name, getattr(way.tricks, setting.name))
+        self.module.ema = way.ema  # the way's weight average, updated after its steps (None: off)
         schedule, source = schedule_of(self.trainer), schedule_of(self.clis[name].trainer)
         for setting in inspect.signature(LRSchedule).parameters:
             setattr(schedule, setting, getattr(source, setting))
