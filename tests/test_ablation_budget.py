@@ -33,6 +33,7 @@ def test_budget_scales_the_schedule(tmp_path, capsys):
     runs = plan(load_spec(spec), out=tmp_path / "out", seeds=[0])
     assert [r.step for r in runs] == ["baseline ×1", "+warmup ×1", "baseline ×2", "+warmup ×2"]
     assert [r.parent for r in runs] == ["", "baseline ×1", "", "baseline ×2"]  # Δ prev stays inside a budget
+    assert [r.tricks for r in runs] == [(), ("warmup",), (), ("warmup",)]  # one trick, whatever the budget
     ablate_main([str(spec), "--dry-run", "--seeds", "0"])
     commands = [shlex.split(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [last_value(c, "--trainer.max_epochs") for c in commands] == ["2", "2", "4", "4"]

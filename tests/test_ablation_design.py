@@ -93,6 +93,22 @@ def test_factorial_rows(tmp_path):
     assert ["--schedule.name" in r.overrides for r in runs] == [False] * 4 + [True] * 4
     five = [{"name": f"t{j}", "set": {"model.label_smoothing": 0.01 * (j + 1)}} for j in range(5)]
     assert len(load_spec(spec_file(tmp_path, "factorial", five, runs_per_seed=16)).steps) == 16
+
+
+def test_fraction_without_a_baseline_row_is_planned(tmp_path):
+    """E = ABCD: the design's first row switches E on, so no row is the baseline; every row still
+    carries the baseline step's own keys, then exactly its tricks."""
+    five = [{"name": f"t{j}", "set": {"model.label_smoothing": 0.01 * (j + 1)}} for j in range(5)]
+    path = spec_file(tmp_path, "factorial", five, runs_per_seed=16)
+    raw = yaml.safe_load(path.read_text())
+    raw["steps"][0]["set"] = {"model.mix_prob": 0.5}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec = load_spec(path)
+    assert spec.steps[0].trick_names == ("t4",)
+    for step, run in zip(spec.steps, plan(spec, out=tmp_path / "out", seeds=[0])):
+        assert run.tricks == step.trick_names
+        assert "--model.mix_prob" in run.overrides
+        assert ("--model.label_smoothing" in run.overrides) == bool(step.trick_names)
     with pytest.raises(ConfigError, match="runs_per_seed 8: no resolution IV design of 5 factors in 8 runs; choose runs from"):
         load_spec(spec_file(tmp_path, "factorial", five, runs_per_seed=8))
     with pytest.raises(ConfigError, match="factorial only"):

@@ -72,7 +72,7 @@ class Spec:
         split at ``+`` (``cosine + LS`` is two tricks)."""
         if self.steps[index].trick_names is not None:
             return list(self.steps[index].trick_names)
-        names = [self.steps[i].name for i in self.chain(index) if self.steps[i].changes]
+        names = [self.steps[i].unbudgeted or self.steps[i].name for i in self.chain(index) if self.steps[i].changes]
         return list(dict.fromkeys(part.strip() for name in names for part in name.split("+") if part.strip()))
 
 
@@ -270,17 +270,19 @@ def budget_rows(path: Path, steps: list[Step], budgets: Any) -> list[Step]:
             return None if index is None else index + shift
 
         for step in steps:
-            tricks = step.trick_names
             rows.append(dataclasses.replace(step, name=f"{step.name} ×{budget:g}", parent=moved(step.parent),
-                                            reference=moved(step.reference), budget=float(budget), unbudgeted=step.name,
-                                            trick_names=tricks))  # fmt: skip
+                                            reference=moved(step.reference), budget=float(budget), unbudgeted=step.name))  # fmt: skip
     return rows
 
 
-def _combined(name: str, tricks: list[Step], names: list[str]) -> Step:
-    """A row that applies ``tricks`` on top of the baseline (step 0): their files, then their keys, in spec order."""
-    values = {key: value for trick in tricks for key, value in trick.set.items()}
-    return Step(name, values, tuple(c for trick in tricks for c in trick.configs), parent=0, trick_names=tuple(names))
+def _combined(name: str, baseline: Step, tricks: list[Step], names: list[str]) -> Step:
+    """A row that applies ``tricks`` on top of the baseline: its files and keys, then theirs, in spec order.
+
+    Self-contained (no parent): a fractional design need not have the baseline as its row 0.
+    """
+    values = {key: value for step in (baseline, *tricks) for key, value in step.set.items()}
+    configs = tuple(c for step in (baseline, *tricks) for c in step.configs)
+    return Step(name, values, configs, trick_names=tuple(names))
 
 
 def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs: Any) -> tuple[list[Step], Design | None]:
@@ -296,10 +298,10 @@ def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs
     if len(tricks) < 2:
         raise ConfigError(f"{path}: mode: {mode} needs a baseline step and at least two trick steps after it.")
     if mode == "leave-one-out":
-        rows = [baseline, _combined("all tricks", tricks, names)]
+        rows = [baseline, _combined("all tricks", baseline, tricks, names)]
         for i, name in enumerate(names):
             others = [j for j in range(len(tricks)) if j != i]
-            row = _combined(f"without {name}", [tricks[j] for j in others], [names[j] for j in others])
+            row = _combined(f"without {name}", baseline, [tricks[j] for j in others], [names[j] for j in others])
             rows.append(dataclasses.replace(row, reference=1))
         return rows, None
     if runs is not None and not (isinstance(runs, int) and not isinstance(runs, bool)):
@@ -312,7 +314,7 @@ def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs
     for levels in plan.matrix:
         on = [j for j, level in enumerate(levels) if level > 0]
         name = " + ".join(names[j] for j in on) or baseline.name
-        row = _combined(name, [tricks[j] for j in on], [names[j] for j in on])
+        row = _combined(name, baseline, [tricks[j] for j in on], [names[j] for j in on])
         rows.append(row if on else dataclasses.replace(baseline, trick_names=()))
     return rows, plan
 
