@@ -115,13 +115,18 @@ class StepLog(Callback):
         self.steps: list[tuple[int, int, float]] = []  # (global step, epoch, lr) of each optimizer step
         self.losses: list[torch.Tensor] = []  # the same steps' mean losses, still on the device
         self.pending: torch.Tensor | None = None  # loss summed over the batches accumulated so far
+        self.last_step = -1  # the last step kept (flushing empties `steps`, not this)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.last_step = trainer.global_step - 1  # a resumed run's steps so far are logged already
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         # Lightning's outputs["loss"] is divided by accumulate_grad_batches: their sum is the step's mean.
         loss = outputs["loss"].detach()
         self.pending = loss if self.pending is None else self.pending + loss
         step = trainer.global_step - 1  # the step that just ran (global_step counts finished steps)
-        if step >= 0 and (not self.steps or self.steps[-1][0] < step):
+        if step > self.last_step:
+            self.last_step = step
             self.steps.append((step, trainer.current_epoch, trainer.optimizers[0].param_groups[-1]["lr"]))
             self.losses.append(self.pending)
             self.pending = None

@@ -209,18 +209,19 @@ def test_same_seed_same_metrics(tmp_path):
     assert len(column(runs[0], "train/loss")) == 3
 
 
-def test_flushed_step_log_equals_per_step_logging(tmp_path):
-    """40 steps kept on the device and written every 10 give the 40 raw values, at steps 0..39,
-    that writing every step gives."""
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_flushed_step_log_equals_per_step_logging(tmp_path, accumulate):
+    """40 batches kept on the device and written every 10 steps give one raw value per optimizer
+    step, at steps 0, 1, ..., the same values that writing every step gives."""
     flags = ["-c", str(DIGITS_BASE), *TINY, "--seed_everything", "0", "--model.mixup_alpha", "0.2",
              "--data.batch_size", "4", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "40",
-             "--trainer.limit_val_batches", "0"]  # fmt: skip
+             "--trainer.limit_val_batches", "0", "--trainer.accumulate_grad_batches", str(accumulate)]  # fmt: skip
     runs = {}
     for every in (10, 1):
         fit(tmp_path / str(every), *flags, "--trainer.log_every_n_steps", str(every))
         rows = read_metrics(next((tmp_path / str(every)).rglob("metrics.csv")))
         runs[every] = [(int(r["step"]), float(r["train/loss"]), float(r["train/lr"])) for r in rows if r.get("train/loss")]
-    assert [step for step, _, _ in runs[10]] == list(range(40))
+    assert [step for step, _, _ in runs[10]] == list(range(40 // accumulate))
     assert runs[10] == runs[1]
 
 
