@@ -378,11 +378,13 @@ class ClassificationModule(L.LightningModule):
         return self.optimizer(groups, **({"fused": True} if fused else {}))
 
     def on_train_start(self) -> None:
-        """The peak LR of every group: the configured LR, times global batch / 256 with linear scaling.
+        """The peak LR of every group: the configured LR, times global batch / 256 with linear scaling;
+        the EMA counts updates from the step training starts at.
 
         Computed from ``config_lr`` each time, so a resumed run, whose groups come back scaled from
         its checkpoint, is not scaled twice.
         """
+        self._ema_step = self.trainer.global_step  # a resumed run's EMA is up to date with its checkpoint
         lr_factor = scaled_lr(1.0, global_batch_size(self.trainer)) if self.hparams.lr_scaling == "linear" else 1.0
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:

@@ -188,6 +188,20 @@ def test_jobs_give_the_same_numbers_as_one_process(tiny, tmp_path, capsys):
     assert "| 1 | +label smoothing | 1 |" in (tmp_path / "out" / "results.md").read_text()  # written once, by the parent
 
 
+@pytest.mark.parametrize(("visible", "expected"), [(None, ["0", "1", "0"]), ("2,5", ["2", "5", "2"]), ("7", ["7", "7", "7"])])
+def test_jobs_share_the_visible_gpus(monkeypatch, visible, expected):
+    """Worker i sees GPU i mod the count, chosen among the devices CUDA_VISIBLE_DEVICES already allows."""
+    from bagoftricks.ablation.parallel import worker_env
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if visible is None else len(visible.split(",")))
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert [worker_env(job, 3)["CUDA_VISIBLE_DEVICES"] for job in range(3)] == expected
+
+
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     spec = write_spec(tmp_path / "resume.yaml", steps=TINY_STEPS[:1], seeds=[0])
     spec.write_text(spec.read_text().replace("trainer.max_epochs: 1", "trainer.max_epochs: 2"))

@@ -101,6 +101,20 @@ def test_ema_follows_averaged_model_and_is_validated_apart(tmp_path):
         assert metrics["val/top1"] == pytest.approx(accuracy([module(x) for _, (x, _) in batches], [y for _, (_, y) in batches]))
 
 
+def test_resumed_ema_updates_once_per_optimizer_step(tmp_path):
+    """4 batches accumulated in pairs: 2 updates an epoch, also in the epoch after a resume (the
+    resumed run's first batch, before any optimizer step, does not update again)."""
+    data = digits()
+    fit_trainer = trainer(tmp_path, limit_train_batches=4, accumulate_grad_batches=2, limit_val_batches=0)
+    fit_trainer.fit(ClassificationModule(num_classes=10, ema_decay=0.9), data.train_dataloader())
+    fit_trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
+    resumed = ClassificationModule(num_classes=10, ema_decay=0.9)
+    trainer(tmp_path, max_epochs=2, limit_train_batches=4, accumulate_grad_batches=2, limit_val_batches=0).fit(
+        resumed, data.train_dataloader(), ckpt_path=tmp_path / "epoch1.ckpt"
+    )
+    assert resumed.ema.n_averaged.item() == 4
+
+
 def save(module: ClassificationModule, path) -> None:
     """What Lightning's checkpoint holds for loading a module."""
     hparams = {k: v for k, v in module.hparams.items() if k != "optimizer"}

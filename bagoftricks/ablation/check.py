@@ -107,8 +107,9 @@ def _explain(spec: Spec, run: Run, extra: dict[str, Any], err: ArgumentError) ->
 
 
 def check_runs(spec: Spec, runs: list[Run], extra: dict[str, Any] | None, console: Console) -> dict[int, Namespace]:
-    """Parse each step's arguments (once per step: seeds change nothing else) and warn about warmup
-    that covers all of training, before anything trains; return each step's parsed config."""
+    """Parse each step's arguments (once per step: seeds change nothing else), refuse warmup longer than
+    training and warn about warmup that covers all of it, before anything trains; return each step's
+    parsed config."""
     first_of_step: dict[int, Run] = {}
     for run in runs:
         first_of_step.setdefault(run.step_index, run)
@@ -123,7 +124,12 @@ def check_runs(spec: Spec, runs: list[Run], extra: dict[str, Any] | None, consol
             raise ConfigError(problem)
         configs[run.step_index] = config
         warmup, epochs = config.get("schedule.warmup_epochs"), config.get("trainer.max_epochs")
-        if warmup and epochs and warmup >= epochs:
+        if warmup and epochs and warmup > epochs:  # the schedule would refuse it at the run's start
+            raise ConfigError(
+                f"{spec.path}: step {run.step!r}: schedule.warmup_epochs ({warmup:g}) is longer than trainer.max_epochs "
+                f"({epochs}); shorten the warmup or train longer."
+            )
+        if warmup and epochs and warmup == epochs:
             covered.append(f"{run.step!r} ({warmup:g} of {epochs})")
     if covered:
         # With warmup over every epoch the LR never decays: cosine and step schedules become no-ops and

@@ -4,7 +4,8 @@
 A run's numbers depend only on its arguments and seed (the configs train deterministically), not on which
 process trains it or when, so the results equal those of one process running them one after another.
 On CPUs each worker gets its share of the cores (``OMP_NUM_THREADS``); on GPUs worker i sees device i mod
-the device count, so ``--jobs`` above the device count runs several small runs per device.
+the device count (of the devices ``CUDA_VISIBLE_DEVICES`` already allows, if set), so ``--jobs`` above the
+device count runs several small runs per device.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def worker_env(job: int, jobs: int) -> dict[str, str]:
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     if torch.cuda.is_available():
-        env["CUDA_VISIBLE_DEVICES"] = str(job % torch.cuda.device_count())
+        visible = env.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        devices = [d for d in visible if d.strip()] or [str(i) for i in range(torch.cuda.device_count())]
+        env["CUDA_VISIBLE_DEVICES"] = devices[job % len(devices)]
     return env
 
 
