@@ -1,4 +1,4 @@
-"""`bagoftricks fit|validate|test|predict` (LightningCLI) and `bagoftricks ablate SPEC`."""
+"""`bagoftricks fit|validate|test|predict` (LightningCLI); `bagoftricks ablate SPEC` runs its fits through ``cli_main``."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class BagOfTricksCLI(LightningCLI):
 
         LightningCLI would parse the checkpoint's saved hyperparameters over the command line, so
         ``--model.label_smoothing 0.3 --ckpt_path last.ckpt`` trained with the checkpoint's value.
-        Here the checkpoint gives weights and loop state only; ``_check_checkpoint`` refuses one
+        Here the checkpoint gives weights and loop state only; ``_check_run`` refuses one
         whose network does not fit the config.
         """
 

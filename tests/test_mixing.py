@@ -47,6 +47,12 @@ def test_lam_out_of_range_is_refused(call):
         call(*_images())
 
 
+@pytest.mark.parametrize("box", [(2, 1, 0, 4), (0, 4, -1, 3), (0, 13, 0, 4), (0, 4, 0, 11)])
+def test_box_outside_the_image_is_refused(box):
+    with pytest.raises(ValueError, match=r"^box \(y0, y1, x0, x1\) must lie in the 12x10 image"):
+        cutmix_batch(*_images(), 1.0, box=box)
+
+
 def test_cutmix_pastes_box_and_mixes_by_area():
     x, y = _images()
     x0, y0 = x.clone(), y.clone()

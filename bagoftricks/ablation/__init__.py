@@ -36,13 +36,14 @@ last checkpoint. Each run also keeps ``predictions.pt``: the final weights' top-
 on the val and test splits. ``results.csv`` (one row per run, every finished run of the spec in the
 output folder) is rewritten atomically after every run; ``results.md`` (the per-step table with deltas
 paired by seed, Holm-adjusted; the image-by-image comparisons; a factorial design's effects, from
-``design.json``) and ``top1.png``, ``val_curves.png``, ``lr.png`` at the end. Before the first run, every
+``design.json``) and ``top1.png``, ``val_curves.png``, ``lr.png`` (and ``budget.png`` with ``budgets``) at the end. Before the first run, every
 step's arguments are parsed, so a wrong key fails at once, naming the spec, step and key.
 
 Reported top-1 is the last epoch's ``val/top1`` (the paper's final accuracy; the best epoch's is
 kept as ``val_top1_best`` but is biased upwards). ``test/*`` comes from the final weights on the
-datamodule's test split, when it has one distinct from validation (digits, CUB, CIFAR with a held-out
-val split; Imagenette's test split is its val split, so it is not evaluated twice).
+datamodule's test split, when it has one distinct from validation (every shipped data module validates
+on held-out training images and keeps the official split as its test split; an image folder without a
+``test/`` folder has none).
 
 Flags:
     --out DIR            output folder (default ``runs/<spec name>``, the name being ``<dataset>-<file stem>``)
@@ -53,6 +54,8 @@ Flags:
                          command is ``bagoftricks ablate SPEC --wandb --only=<index>``; run nothing
     --wandb              log to W&B too (offline when no credentials); also on when the configs name a WandbLogger
     --set KEY=VALUE      override a CLI key in every run, after the spec (``--set data.root=/datasets``)
+    --jobs N             train N runs at once in worker processes (a share of the cores, or a GPU, each)
+    --no-report          train only; leave results.md and the plots to a later call
 
 With W&B, each run is ``group`` = spec name, ``name`` = ``"<step> s<seed>"``, ``tags`` = the tricks
 switched on, and its config holds the complete resolved configuration plus ``ablation.tricks``.

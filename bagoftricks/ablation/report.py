@@ -32,7 +32,7 @@ COLUMNS = (
 FOOTER = (
     "top-1: the last epoch's val/top1 (not the best epoch, which is biased upwards), mean ± sample std "
     "(ddof=1) over seeds; 95% CI: half-width of the t-interval of the mean. Δ prev: vs the step this one "
-    "builds on; Δ base: vs the first step; in points, paired by seed (the mean of the per-seed differences; "
+    "builds on (leave-one-out: vs all tricks together; none in factorial designs); Δ base: vs the first step; in points, paired by seed (the mean of the per-seed differences; "
     "same seed = same initialisation and data order) with its 95% paired-t interval. `~`: the interval "
     "includes 0, the sign is not established; `*`: significant at 5% after Holm's adjustment across "
     "all the table's distinct comparisons; no mark: the interval excludes 0 but Holm's adjustment does not confirm it."

@@ -161,6 +161,8 @@ def cutmix_batch(
         corner = _rand_corner(h, w, lam, x.device, generator)
     else:
         y0, y1, x0, x1 = box
+        if not (0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w):
+            raise ValueError(f"box (y0, y1, x0, x1) must lie in the {h}x{w} image with y0 <= y1 and x0 <= x1, got {box}.")
         corner = (y0, x0, y1 - y0, x1 - x0)
     return _blend(x, y_probs, _keep_mask(h, w, corner, x.device), index)
 
