@@ -73,12 +73,14 @@ class BagOfTricksCLI(LightningCLI):
         path = config.get("ckpt_path")
         if self.subcommand == "fit" and 0 in (self.trainer.max_epochs, self.trainer.max_steps):
             raise ConfigError("trainer.max_epochs and trainer.max_steps must be positive: 0 trains nothing.")
-        image_size, smallest = getattr(self.datamodule, "image_size", None), min_image_size(self.model.backbone)
-        if image_size is not None and image_size < smallest:
-            raise ConfigError(
-                f"data.image_size {image_size} is smaller than model.backbone {self.model.hparams.backbone} takes "
-                f"({smallest} px); use data.image_size {smallest} or more."
-            )
+        smallest = min_image_size(self.model.backbone)
+        for key in ("image_size", "test_image_size"):
+            size = getattr(self.datamodule, key, None)
+            if size is not None and size < smallest:
+                raise ConfigError(
+                    f"data.{key} {size} is smaller than model.backbone {self.model.hparams.backbone} takes "
+                    f"({smallest} px); use data.{key} {smallest} or more."
+                )
         if not path or path in ("last", "best", "hpc", "registry"):  # Lightning's own names, resolved by it
             return
         state, hparams = read_checkpoint(path, role="--ckpt_path", weights_only=config.get("weights_only") is not False)

@@ -78,6 +78,8 @@ def test_validate_and_test_from_checkpoint(tmp_path):
         (["--trainer.max_epochs", "0"], "trainer.max_epochs"),
         (["--data.image_size", "12"], "data.image_size 12 is smaller than model.backbone resnet18 takes"),
         (["--data.image_size", "3"], "data.image_size must be"),
+        (["--data.test_image_size", "12"], "data.test_image_size 12 is smaller than model.backbone resnet18 takes"),
+        (["--data.test_image_size", "0"], "data.test_image_size must be"),
         (["--data.batch_size", "0"], "data.batch_size"),
         (["--model.teacher", "."], "is a directory"),
     ],

@@ -159,3 +159,37 @@ def test_digits_split_is_unchanged():
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (1259, 269, 269)
     assert dm.num_workers == 0 and dm.image_size == 32
+
+
+# --- test resolution (FixRes) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_test_image_size_evaluates_at_its_own_resolution(tmp_path, cache):
+    """Train crops at image_size; validation and test resize the file's shorter side to
+    test_image_size / 0.875 and center-crop test_image_size (torchvision's reference ops), from the
+    file or from the cache alike."""
+    from torchvision import transforms as T
+
+    root = make_image_folder(tmp_path / "data", per_class=2, test_per_class=1, side=120)
+    dm = ImageFolderDataModule(str(root), image_size=72, test_image_size=96, augment="imagenet", val_fraction=0, cache=cache, **FOLDER)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))[0].shape == (2, 3, 72, 72)
+    x, _ = next(iter(dm.val_dataloader()))
+    reference = T.Compose([T.Resize(110), T.CenterCrop(96), T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    expected = torch.stack([reference(Image.open(path).convert("RGB")) for path, _ in dm.val_set.samples[:2]])
+    torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda root, **kw: DigitsDataModule(**FOLDER, **kw), lambda root, **kw: CIFAR10DataModule(str(make_cifar10(root)), val_size=10, **FOLDER, **kw)],
+    ids=["digits", "cifar10"],
+)
+def test_tensor_datasets_evaluate_at_test_image_size(tmp_path, make):
+    dm = make(tmp_path, test_image_size=40)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))[0].shape[-2:] == (32, 32)
+    assert next(iter(dm.val_dataloader()))[0].shape[-2:] == (40, 40)
+    dm.setup("test")
+    assert next(iter(dm.test_dataloader()))[0].shape[-2:] == (40, 40)

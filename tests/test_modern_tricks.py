@@ -166,7 +166,7 @@ def test_every_new_key_trains_through_the_cli(tmp_path):
     fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
         "--trainer.limit_val_batches", "1", "--model.random_erasing", "0.25", "--model.mixup_alpha", "0.2",
         "--model.mixup_off_epochs", "1", "--model.ema_decay", "0.99", "--model.flip_tta", "true",
-        "--model.backbone_kwargs", "{drop_path_rate: 0.05, blur_pool: true}")  # fmt: skip
+        "--model.backbone_kwargs", "{drop_path_rate: 0.05, blur_pool: true}", "--data.test_image_size", "40")  # fmt: skip
     rows = read_metrics(next(tmp_path.rglob("metrics.csv")))
     for key in ("val/top1", "val_ema/top1", "val/top1_tta"):
         assert len(column(rows, key)) == 2 and all(0 <= v <= 1 for v in column(rows, key)), key

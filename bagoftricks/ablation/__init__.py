@@ -73,7 +73,7 @@ from bagoftricks.ablation.report import (
 )
 from bagoftricks.ablation.runner import ablate, ablate_main
 from bagoftricks.ablation.spec import Run, Spec, load_spec, plan
-from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, t_quantile, welch_half_width
+from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, t_quantile
 
 __all__ = [
     "Design",
@@ -97,6 +97,5 @@ __all__ = [
     "plan",
     "summarize",
     "t_quantile",
-    "welch_half_width",
     "write_report",
 ]

@@ -74,17 +74,6 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     return mean, std, t_quantile(n - 1) * std / math.sqrt(n)
 
 
-def welch_half_width(a: list[float], b: list[float]) -> float:
-    """Half-width of the 95% Welch t-interval of mean(a) - mean(b); NaN with fewer than 2 values in either."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return 0.0
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
-    return t_quantile(df) * math.sqrt(va + vb)
-
-
 @dataclass(frozen=True)
 class Paired:
     """A step minus its reference over the seeds both have: mean difference, 95% paired-t interval, p-value."""

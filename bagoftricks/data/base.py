@@ -133,6 +133,10 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: loader processes; None picks the dataset's choice (one per core but one, at most
             8, for images on disk; none for small in-memory tensors, whose workers cost more than they do).
         image_size: side in pixels of the square images the model sees; None: the dataset's usual size.
+        test_image_size: side of the validation and test images, when it differs from the training
+            crop (FixRes, Touvron et al. 2019: random-resized crops make objects look larger in training,
+            so testing a little larger helps; torchvision's ResNet-50 recipe trains at 176 and tests at
+            224); None: ``image_size``.
         pin_memory: page-locked host batches, so host-to-GPU copies can be non-blocking.
         split_seed: seed of the held-out validation split and of the training subset, fixed so
             every run of an ablation sees the same images.
@@ -161,6 +165,7 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: int = 64,
         num_workers: int | None = None,
         image_size: int | None = None,
+        test_image_size: int | None = None,
         pin_memory: bool = True,
         split_seed: int = 0,
         max_per_class: int | None = None,
@@ -174,6 +179,8 @@ class ImageDataModule(L.LightningDataModule):
             check_int("num_workers", num_workers, 0)
         image_size = self.native_size if image_size is None else image_size
         check_int("image_size", image_size, MIN_IMAGE_SIZE, " pixels")
+        if test_image_size is not None:
+            check_int("test_image_size", test_image_size, MIN_IMAGE_SIZE, " pixels (or null for data.image_size)")
         if max_per_class is not None:
             check_int("max_per_class", max_per_class, 1, " (or null for every image)")
         check_int("repeated_aug", repeated_aug, 1, " (1 = off; DeiT uses 3)")
@@ -183,7 +190,8 @@ class ImageDataModule(L.LightningDataModule):
                 "drop data.download and data.md5 and set data.root to your folder."
             )
         self.root = None if root is None else os.path.expanduser(root)
-        self.batch_size, self.image_size, self.pin_memory = batch_size, image_size, pin_memory
+        self.batch_size, self.image_size = batch_size, image_size
+        self.test_image_size = image_size if test_image_size is None else test_image_size
         if num_workers is None:
             num_workers = default_num_workers() if self.workers_by_default else 0
         self.num_workers = num_workers

@@ -68,7 +68,7 @@ class CIFARDataModule(ImageDataModule):
         check_int("val_size", val_size, 0, " (0: validate on the test set)")
         self.val_size, self.auto_augment = val_size, auto_augment
         self.train_tf = cifar_train_transform(self.image_size, auto_augment=auto_augment, mean=self.mean, std=self.std)
-        self.eval_tf = cifar_eval_transform(self.image_size, mean=self.mean, std=self.std)
+        self.eval_tf = cifar_eval_transform(self.test_image_size, mean=self.mean, std=self.std)
 
     def split_off_val(self, labels: torch.Tensor):
         if self.val_size == 0:

@@ -57,7 +57,8 @@ class DigitsDataModule(ImageDataModule):
         self.val_fraction, self.test_fraction, self.augment = val_fraction, test_fraction, augment
         normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([DIGITS_MEAN] * 3, [DIGITS_STD] * 3)]
         shift = [v2.RandomCrop(self.image_size, padding=self.image_size // 8)] if augment else []
-        self.train_tf, self.eval_tf = v2.Compose(shift + normalize), v2.Compose(normalize)
+        resize = [v2.Resize(self.test_image_size, antialias=True)] if self.test_image_size != self.image_size else []
+        self.train_tf, self.eval_tf = v2.Compose(shift + normalize), v2.Compose(resize + normalize)
 
     def read_splits(self) -> Splits:
         images, labels = load_digits_tensors(self.image_size)

@@ -255,8 +255,8 @@ class ImageFilesDataModule(ImageDataModule):
         cache: ``'none'`` decodes every image every epoch; ``'memory'`` or ``'disk'`` decode each image once,
             shorter side resized to ``cache_side``, into uint8 tensors in RAM or a memmap under ``root/.cache``
             (about N x 1.33 x 3 x cache_side^2 bytes: 0.8 GB for Imagenette's 160px train set at 128 px).
-        cache_side: shorter side stored in the cache; default the evaluation resize (``image_size / 0.875``
-            for the ImageNet preset, ``image_size`` for the CIFAR one). Random crops then come from that resolution.
+        cache_side: shorter side stored in the cache; default the evaluation resize (``test_image_size / 0.875``
+            for the ImageNet preset, ``test_image_size`` for the CIFAR one), at least ``image_size``. Random crops then come from that resolution.
         skip_corrupt: skip unreadable images (counted in one warning) instead of stopping at the first.
         **kwargs: the settings every dataset shares (:class:`~bagoftricks.data.base.ImageDataModule`).
     """
@@ -284,11 +284,14 @@ class ImageFilesDataModule(ImageDataModule):
             check_int("cache_side", cache_side, self.image_size, " (the image size)")
         self.augment = choose_preset(augment, self.image_size)
         self.train_tf, self.eval_tf = preset_transforms(
-            self.augment, self.image_size, auto_augment=auto_augment, color_jitter=color_jitter, pca_lighting=pca_lighting
-        )
+            self.augment, self.image_size, auto_augment=auto_augment, color_jitter=color_jitter,
+            pca_lighting=pca_lighting, test_image_size=self.test_image_size,
+        )  # fmt: skip
         self.val_fraction, self.cache, self.skip_corrupt = val_fraction, cache, skip_corrupt
-        # The size evaluation resizes to, so evaluating from the cache equals evaluating from the file.
-        self.cache_side = cache_side or (self.image_size if self.augment == "cifar" else resize_side(self.image_size))
+        # The size evaluation resizes to, so evaluating from the cache equals evaluating from the file
+        # (training crops never come from fewer pixels than they keep).
+        eval_side = self.test_image_size if self.augment == "cifar" else resize_side(self.test_image_size)
+        self.cache_side = cache_side or max(self.image_size, eval_side)
 
     def split_off_val(self, labels):
         if self.val_fraction == 0:

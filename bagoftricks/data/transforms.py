@@ -237,14 +237,16 @@ def preset_transforms(
     auto_augment: str | None = None,
     color_jitter: float | None = None,
     pca_lighting: float | None = None,
+    test_image_size: int | None = None,
 ) -> tuple[v2.Compose, v2.Compose]:
     """(train, eval) transforms of images from disk for a preset: ``'imagenet'`` (the paper's pipeline),
     ``'cifar'`` (pad-and-crop at the native size, flip) or None (``'cifar'`` up to 64 px, else ``'imagenet'``).
 
     ``color_jitter`` and ``pca_lighting`` None take the preset's values (ImageNet: the paper's 0.4 and 0.1;
-    CIFAR: none). Raises ConfigError, naming the ``data.*`` key, for a setting the preset cannot honour.
+    CIFAR: none). Evaluation is at ``test_image_size`` (None: ``image_size``). Raises ConfigError, naming the ``data.*`` key, for a setting the preset cannot honour.
     """
     augment = choose_preset(augment, image_size)
+    test_image_size = test_image_size or image_size
     for key, value in (("color_jitter", color_jitter), ("pca_lighting", pca_lighting)):
         if value is not None and value < 0:
             raise ConfigError(f"data.{key} must be at least 0 (0 switches it off), got {value}.")
@@ -252,11 +254,11 @@ def preset_transforms(
         if color_jitter or pca_lighting:
             raise ConfigError("data.color_jitter and data.pca_lighting belong to data.augment 'imagenet': set that preset or leave them null.")
         train = cifar_train_transform(image_size, auto_augment=auto_augment, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=True)
-        return train, cifar_eval_transform(image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=True)
+        return train, cifar_eval_transform(test_image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=True)
     train = train_transform(
         image_size,
         auto_augment=auto_augment,
         color_jitter=0.4 if color_jitter is None else color_jitter,
         pca_lighting=0.1 if pca_lighting is None else pca_lighting,
     )
-    return train, eval_transform(image_size)
+    return train, eval_transform(test_image_size)
