@@ -1,5 +1,6 @@
-"""The LR schedule (a closed-form function of the global step, set before every step) and the raw
-per-step log of loss and LR, written without a host sync per step."""
+"""The LR schedule (a closed-form function of the global step, set before every step), progressive
+resizing (the training image size as a function of the global step), and the raw per-step log of
+loss and LR, written without a host sync per step."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
 from bagoftricks.errors import ConfigError, TrainingDivergedError
-from bagoftricks.tricks import SCHEDULES, lr_at
+from bagoftricks.models import ResNet, min_image_size
+from bagoftricks.tricks import SCHEDULES, lr_at, progressive_scale, scaled_side
 
 
 class LRSchedule(Callback):
@@ -97,6 +100,50 @@ class LRSchedule(Callback):
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
+
+
+class ProgressiveResizing(Callback):
+    """Progressive resizing (fast.ai; composer's schedule), the CLI's ``progressive.*`` group: the
+    training batches are downsampled on their device to ``initial_scale`` of their side for the
+    first ``delay_fraction`` of the optimizer steps, grow linearly back to full size until
+    ``finetune_fraction`` of training is left, and stay full size after it. Validation, test and the
+    LR schedule are untouched; sides are multiples of ``size_increment``, never below what the
+    backbone takes. ``initial_scale: 1`` (the default) is off.
+    """
+
+    def __init__(
+        self, initial_scale: float = 1.0, delay_fraction: float = 0.5, finetune_fraction: float = 0.2, size_increment: int = 4
+    ) -> None:
+        if not 0 < initial_scale <= 1:
+            raise ConfigError(f"progressive.initial_scale must be in (0, 1] (1 = off; composer uses 0.5), got {initial_scale}.")
+        if not (0 <= delay_fraction and 0 <= finetune_fraction and delay_fraction + finetune_fraction <= 1):
+            raise ConfigError(
+                f"progressive.delay_fraction ({delay_fraction}) and progressive.finetune_fraction ({finetune_fraction}) "
+                "must be at least 0 and sum to at most 1."
+            )
+        if size_increment < 1:
+            raise ConfigError(f"progressive.size_increment must be at least 1, got {size_increment}.")
+        self.initial_scale, self.delay_fraction, self.finetune_fraction = initial_scale, delay_fraction, finetune_fraction
+        self.size_increment = size_increment
+        self.total_steps, self.smallest = 1, 1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.total_steps = max(1, int(trainer.estimated_stepping_batches)) if math.isfinite(trainer.estimated_stepping_batches) else 1
+        backbone = getattr(pl_module, "backbone", None)
+        self.smallest = min_image_size(backbone) if isinstance(backbone, ResNet) else 1
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.initial_scale == 1:
+            return
+        scale = progressive_scale(trainer.global_step / self.total_steps, self.initial_scale, self.delay_fraction, self.finetune_fraction)
+        side = scaled_side(max(batch[0].shape[-2:]), scale, self.size_increment, self.smallest)
+        if side != pl_module.tricks.image_size:
+            rank_zero_info(f"progressive resizing: training at {side} px from step {trainer.global_step}")
+            pl_module.tricks.image_size = side
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.initial_scale != 1:
+            pl_module.tricks.image_size = None
 
 
 class StepLog(Callback):

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from bagoftricks.callbacks import LRSchedule
+from bagoftricks.callbacks import LRSchedule, ProgressiveResizing
 from bagoftricks.data import ImageDataModule
 from bagoftricks.errors import ConfigError, UserError
 from bagoftricks.models import fit_report, min_image_size, read_checkpoint
@@ -29,10 +29,11 @@ class WandbConfigCallback(SaveConfigCallback):
 
 
 class BagOfTricksCLI(LightningCLI):
-    """LightningCLI with the LR schedule and checkpointing always present under their own groups."""
+    """LightningCLI with the LR schedule, progressive resizing and checkpointing always present under their own groups."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(LRSchedule, "schedule")
+        parser.add_lightning_class_args(ProgressiveResizing, "progressive")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

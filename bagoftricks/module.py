@@ -28,6 +28,7 @@ from bagoftricks.tricks import (
     mix_batch,
     param_groups,
     random_erasing,
+    resize_batch,
     scaled_lr,
     smooth_targets,
     soft_target_cross_entropy,
@@ -54,6 +55,8 @@ class Tricks:
     # Set by the module for the last `mixup_off_epochs` epochs (GluonCV's --mixup-off-epoch):
     # the final epochs train on clean images, closer to what the model is tested on.
     mixing_paused: bool = field(default=False, init=False)
+    # Set by callbacks.ProgressiveResizing: the side training batches are downsampled to (None: as loaded).
+    image_size: int | None = field(default=None, init=False)
     # A frozen model, kept out of the module tree on purpose: not saved in the student's
     # checkpoints, not counted in its parameters and not switched to train mode by Lightning.
     teacher: nn.Module | None = None
@@ -64,6 +67,8 @@ class Tricks:
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, loss)`` of one training batch with every trick applied."""
+        if self.image_size is not None:
+            x = resize_batch(x, self.image_size)
         if self.random_erasing > 0:  # per image, before mixing, as in torchvision's recipe
             x = random_erasing(x, self.random_erasing)
         # Targets stay class ids unless a trick needs probabilities; smoothing is folded in once,

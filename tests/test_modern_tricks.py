@@ -1,6 +1,6 @@
 """The tricks after the paper, wired into ClassificationModule: each key's effect on real digits
-(random_erasing, mixup_off_epochs, ema_decay, flip_tta, and the model flags drop_path_rate and
-blur_pool through backbone_kwargs)."""
+(random_erasing, mixup_off_epochs, ema_decay, flip_tta, progressive resizing, and the model flags
+drop_path_rate and blur_pool through backbone_kwargs)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from torchvision.transforms.v2 import functional as TF
+
 from bagoftricks import ClassificationModule
+from bagoftricks.callbacks import LRSchedule, ProgressiveResizing
 from bagoftricks.data import DigitsDataModule
 from bagoftricks.errors import ConfigError
 from bagoftricks.models.layers import BlurPool2d, DropPath
-from bagoftricks.tricks import create_ema, random_erasing
+from bagoftricks.tricks import create_ema, progressive_scale, random_erasing, resize_batch, scaled_side
 from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
 
 
@@ -166,7 +169,71 @@ def test_every_new_key_trains_through_the_cli(tmp_path):
     fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
         "--trainer.limit_val_batches", "1", "--model.random_erasing", "0.25", "--model.mixup_alpha", "0.2",
         "--model.mixup_off_epochs", "1", "--model.ema_decay", "0.99", "--model.flip_tta", "true",
-        "--model.backbone_kwargs", "{drop_path_rate: 0.05, blur_pool: true}", "--data.test_image_size", "40")  # fmt: skip
+        "--model.backbone_kwargs", "{drop_path_rate: 0.05, blur_pool: true}", "--data.test_image_size", "40",
+        "--progressive.initial_scale", "0.5")  # fmt: skip
     rows = read_metrics(next(tmp_path.rglob("metrics.csv")))
     for key in ("val/top1", "val_ema/top1", "val/top1_tta"):
         assert len(column(rows, key)) == 2 and all(0 <= v <= 1 for v in column(rows, key)), key
+
+
+# --- progressive resizing -------------------------------------------------------------------------
+
+
+def composer_side(width: int, elapsed: float, initial: float, delay: float, finetune: float, increment: int) -> int:
+    """MosaicML composer's ProgressiveResizing.apply, written out: the scale, then the width pinned to the increment."""
+    frac = min((elapsed - delay) / (1 - finetune - delay), 1) if elapsed >= delay else 0.0
+    scale = initial + (1 - initial) * frac
+    return round(width * scale / increment) * increment
+
+
+@pytest.mark.parametrize(("initial", "delay", "finetune", "increment"), [(0.5, 0.5, 0.2, 4), (0.25, 0.1, 0.3, 8), (0.75, 0.0, 0.0, 1)])
+def test_progressive_schedule_is_composers(initial, delay, finetune, increment):
+    for step in range(101):
+        side = scaled_side(224, progressive_scale(step / 100, initial, delay, finetune), increment)
+        assert side == composer_side(224, step / 100, initial, delay, finetune, increment), step
+    assert scaled_side(32, 0.1, 4, smallest=16) == 16  # never below what the backbone takes
+
+
+def test_resize_batch_is_torchvisions_antialiased_bilinear_resize():
+    x = torch.randn(2, 3, 32, 24)
+    torch.testing.assert_close(resize_batch(x, 16), TF.resize(x, [16, 12], antialias=True))
+    assert resize_batch(x, 32) is x
+
+
+class RecordInputs(Callback):
+    def __init__(self):
+        self.train_sides, self.val_sides = [], []
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.backbone.register_forward_pre_hook(
+            lambda _, args: (self.train_sides if pl_module.training else self.val_sides).append(args[0].shape[-1])
+        )
+
+
+def test_progressive_resizing_trains_small_first_and_leaves_lr_and_validation_alone(tmp_path):
+    """20 steps of 32 px digits at initial_scale 0.5, delay 0.25, finetune 0.2: 16 px for steps 0-4,
+    composer's ramp to 32 px by step 11, then 32; validation at 32; the same LRs as without it."""
+    data, runs = digits(), {}
+    for scale in (0.5, 1.0):
+        record, lrs = RecordInputs(), []
+        schedule = LRSchedule("cosine", warmup_epochs=0.2)
+        sizes = ProgressiveResizing(initial_scale=scale, delay_fraction=0.25, finetune_fraction=0.2)
+        lr_log = L.pytorch.callbacks.LambdaCallback(on_train_batch_end=lambda t, *_: lrs.append(t.optimizers[0].param_groups[0]["lr"]))
+        fit_trainer = trainer(tmp_path, max_epochs=2, limit_train_batches=10, callbacks=[schedule, sizes, record, lr_log])
+        fit_trainer.fit(ClassificationModule(num_classes=10), data.train_dataloader(), data.val_dataloader())
+        runs[scale] = record, lrs
+    record, lrs = runs[0.5]
+    assert record.train_sides == [composer_side(32, step / 20, 0.5, 0.25, 0.2, 4) for step in range(20)]
+    assert record.train_sides[:5] == [16] * 5 and record.train_sides[-4:] == [32] * 4
+    assert set(record.val_sides) == {32} and runs[1.0][0].train_sides == [32] * 20
+    assert lrs == runs[1.0][1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"initial_scale": 0}, "progressive.initial_scale must be in"), ({"delay_fraction": 0.9}, "must be at least 0 and sum to at most 1"),
+     ({"size_increment": 0}, "progressive.size_increment")],
+)
+def test_bad_progressive_settings_name_their_key(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ProgressiveResizing(**kwargs)

@@ -6,6 +6,7 @@ from bagoftricks.tricks.erasing import random_erasing
 from bagoftricks.tricks.losses import distillation_loss, smooth_targets, soft_target_cross_entropy
 from bagoftricks.tricks.mixing import cutmix_batch, mix_batch, mixup_batch, rand_box, sample_lam
 from bagoftricks.tricks.optim import param_groups, scaled_lr
+from bagoftricks.tricks.resizing import progressive_scale, resize_batch, scaled_side
 from bagoftricks.tricks.schedules import SCHEDULES, lr_at
 
 __all__ = [
@@ -19,10 +20,13 @@ __all__ = [
     "mix_batch",
     "mixup_batch",
     "param_groups",
+    "progressive_scale",
     "rand_box",
     "random_erasing",
+    "resize_batch",
     "sample_lam",
     "scaled_lr",
+    "scaled_side",
     "smooth_targets",
     "soft_target_cross_entropy",
 ]
