@@ -173,9 +173,13 @@ def test_crash_leaves_results_csv_whole(tiny, tmp_path):
     assert all(r["val_top1"] != "" for r in rows)
 
 
-def test_jobs_give_the_same_numbers_as_one_process(tiny, tmp_path, capsys):
+def test_jobs_give_the_same_numbers_as_one_process(tiny, tmp_path, capsys, monkeypatch):
     """--jobs 2: two worker processes (`ablate --only ... --no-report`) train the runs; the tables equal the
-    sequential ones, run by run (same seeds, same arguments, deterministic training)."""
+    sequential ones, run by run (same seeds, same arguments, deterministic training, and, since CPU
+    results depend on it, the thread count the sequential runs had)."""
+    from bagoftricks.ablation import parallel
+
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2 * torch.get_num_threads())
     spec, out = tiny
     ablate_main([str(spec), "--out", str(tmp_path / "out"), "--jobs", "2", "--seeds", "1"])  # 2 runs: one per worker
     assert "2 runs in 2 worker processes" in capsys.readouterr().out
@@ -183,6 +187,14 @@ def test_jobs_give_the_same_numbers_as_one_process(tiny, tmp_path, capsys):
     sequential = [{k: r[k] for k in columns} for r in read_csv(out / "results.csv") if r["seed"] == "1"]
     assert [{k: r[k] for k in columns} for r in read_csv(tmp_path / "out" / "results.csv")] == sequential
     assert "| 1 | +label smoothing | 1 |" in (tmp_path / "out" / "results.md").read_text()  # written once, by the parent
+    assert {r["cpu_threads"] for r in read_csv(tmp_path / "out" / "results.csv")} == {str(torch.get_num_threads())}
+
+
+def test_mixed_thread_counts_are_named_in_the_report(tmp_path):
+    from bagoftricks.ablation.report import more_sections
+
+    assert "Mixed CPU thread counts" not in more_sections(tmp_path, [{"cpu_threads": 2.0, "run_dir": "a"}, {"cpu_threads": 2.0, "run_dir": "b"}], [])
+    assert "Mixed CPU thread counts** (1, 2)" in more_sections(tmp_path, [{"cpu_threads": 1.0, "run_dir": "a"}, {"cpu_threads": 2.0, "run_dir": "b"}], [])
 
 
 @pytest.mark.parametrize(("visible", "expected"), [(None, ["0", "1", "0"]), ("2,5", ["2", "5", "2"]), ("7", ["7", "7", "7"])])

@@ -1,8 +1,10 @@
 """``bagoftricks ablate SPEC --jobs N``: N worker processes, each ``bagoftricks ablate SPEC --only <its share>
 --no-report``, the same command a SLURM array task runs; the parent writes the report when all are done.
 
-A run's numbers depend only on its arguments and seed (the configs train deterministically), not on which
-process trains it or when, so the results equal those of one process running them one after another.
+A run's numbers depend only on its arguments, its seed and, on a CPU, its thread count (which orders the
+floating-point sums), not on which process trains it or when: with the same threads per run, the results
+equal those of one process running them one after another. Each result records its ``cpu_threads`` and
+the report names a table that mixes them.
 On CPUs each worker gets its share of the cores (``OMP_NUM_THREADS``); on GPUs worker i sees device i mod
 the device count (of the devices ``CUDA_VISIBLE_DEVICES`` already allows, if set), so ``--jobs`` above the
 device count runs several small runs per device.

@@ -28,11 +28,13 @@ from bagoftricks.ablation.stats import Paired, holm, mean_ci, paired
 COLUMNS = (
     "step_index", "step", "parent", "seed", "val_top1", "val_top1_best", "val_top5", "val_loss", "test_top1", "test_top5",
     "epochs", "wall_time_s", "time_per_epoch_s", "params", "macs", "tricks", "run_dir", "budget", "unbudgeted",
+    "cpu_threads",
 )  # fmt: skip
 FOOTER = (
     "top-1: the last epoch's val/top1 (not the best epoch, which is biased upwards), mean ± sample std "
     "(ddof=1) over seeds; 95% CI: half-width of the t-interval of the mean. Δ prev: vs the step this one "
-    "builds on (leave-one-out: vs all tricks together; none in factorial designs); Δ base: vs the first step; in points, paired by seed (the mean of the per-seed differences; "
+    "builds on (leave-one-out: vs all tricks together; none in factorial designs); Δ base: vs the first step; "
+    "in points, paired by seed (the mean of the per-seed differences; "
     "same seed = same initialisation and data order) with its 95% paired-t interval. `~`: the interval "
     "includes 0, the sign is not established; `*`: significant at 5% after Holm's adjustment across "
     "all the table's distinct comparisons; no mark: the interval excludes 0 but Holm's adjustment does not confirm it."
@@ -322,6 +324,12 @@ def more_sections(out_dir: Path, rows: list[dict[str, Any]], summaries: list[Ste
     """The sections of results.md after the per-step table: a factorial design's effects (from design.json),
     the deltas against the budget, and the image-by-image comparisons (from the runs' predictions.pt)."""
     text = ""
+    if len(threads := sorted({int(r["cpu_threads"]) for r in rows if r.get("cpu_threads")})) > 1:
+        text += (
+            f"\n**Mixed CPU thread counts** ({', '.join(map(str, threads))}): on a CPU the thread count changes the order "
+            "of floating-point sums, so a run's numbers depend on it (as on another machine) and the paired deltas here "
+            "mix that in; rerun with one `--jobs` value for clean comparisons.\n"
+        )
     if (out_dir / "design.json").is_file():
         text += effects_section(json.loads((out_dir / "design.json").read_text()), rows)
     if by_budget := _by_budget(rows, summaries):

@@ -180,6 +180,7 @@ def execute(run: Run, spec: Spec, out: Path) -> dict[str, Any]:
         "params": stats["params"],
         "macs": stats["macs"],
         "global_step": global_step,
+        "cpu_threads": torch.get_num_threads(),  # CPU results depend on it (the order of float sums)
         "resumed_from": str(last) if last else None,
         "run_dir": run.run_dir.relative_to(out).as_posix(),
         "configs": list(run.configs),
