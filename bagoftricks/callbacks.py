@@ -128,7 +128,8 @@ class ProgressiveResizing(Callback):
         self.total_steps, self.smallest = 1, 1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.total_steps = max(1, int(trainer.estimated_stepping_batches)) if math.isfinite(trainer.estimated_stepping_batches) else 1
+        total = trainer.estimated_stepping_batches  # infinite only without a training length, which LRSchedule refuses
+        self.total_steps = max(1, int(total)) if math.isfinite(total) else 1
         backbone = getattr(pl_module, "backbone", None)
         self.smallest = min_image_size(backbone) if isinstance(backbone, ResNet) else 1
 
