@@ -7,8 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from bagoftricks.errors import DataError
-from bagoftricks.models import ResNet, create_model, list_models, load_pretrained, min_image_size, model_stats
+from bagoftricks.models import ResNet, create_model, list_models, min_image_size, model_stats
 from bagoftricks.models.layers import BlurPool2d, drop_path
 from bagoftricks.models.resnet import BasicBlock
 

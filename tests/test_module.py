@@ -17,7 +17,7 @@ from bagoftricks.callbacks import LRSchedule
 from bagoftricks.data import DigitsDataModule
 from bagoftricks.errors import ConfigError, TrainingDivergedError
 from bagoftricks.models import model_stats
-from bagoftricks.tricks import distillation_loss, lr_at, smooth_targets
+from bagoftricks.tricks import lr_at
 from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
 from host_reads import HostReads
 
