@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from bagoftricks.cli import BagOfTricksCLI, cli_main, ignore_known_warnings
 
 NUM_CLASSES = 10
-DIGITS = Path(__file__).resolve().parents[1] / "experiments" / "digits"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+DIGITS, CIFAR10 = EXPERIMENTS / "digits", EXPERIMENTS / "cifar10"
 # The compute dtype of each mixed precision (fp32 otherwise): what a matmul rate is measured in.
 COMPUTE_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 

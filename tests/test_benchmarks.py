@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT
+from miniatures import make_image_folder
 
 from bagoftricks.models import list_models
 
@@ -98,6 +99,17 @@ def test_time_to_accuracy_quick(capsys):
     time_to_accuracy.main([*QUICK, "--recipes", "recipe (base.yaml)"])
     out = capsys.readouterr().out
     assert re.search(r"recipe \(base.yaml\) vs plain \(Adam, one-cycle\) at \d\.\d{3}", out)
+
+
+def test_time_to_accuracy_image_folder_quick(tmp_path, capsys):
+    import time_to_accuracy
+
+    root = make_image_folder(tmp_path / "photos", per_class=6)
+    time_to_accuracy.main([*QUICK, "--recipes", "recipe + tricks", "--data-root", str(root)])
+    out = capsys.readouterr().out
+    assert re.search(rf"^{re.escape(str(root))} \(experiments/cifar10/base.yaml\)", out, re.MULTILINE)
+    assert re.search(r"recipe \+ tricks vs plain \(Adam, one-cycle\) at \d\.\d{3} \(.*plain's final top-1\)", out)
+    assert re.search(r"final top-1, median: recipe \+ tricks \d\.\d{3} vs plain \(Adam, one-cycle\) \d\.\d{3}", out)
 
 
 def test_data_pipeline_quick(capsys):
