@@ -19,7 +19,7 @@ from test_ablation import TINY_SET, TINY_STEPS, write_spec
 
 from bagoftricks.ablation import ablate, ablate_main
 from bagoftricks.ablation import runner as ablation_runner
-from bagoftricks.ablation.report import atomic_write
+from bagoftricks.ablation.files import atomic_write
 from bagoftricks.errors import ConfigError, UserError
 
 

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from bagoftricks.ablation.files import replacing
 from bagoftricks.ablation.stats import mcnemar
 
 TOP_K = 5  # enough for top-5 accuracy and for "which classes does it confuse"
@@ -53,13 +54,8 @@ def save_predictions(path: Path, trainer: L.Trainer, model: L.LightningModule, d
     predictions = {"val": predict_split(trainer, model, datamodule.val_dataloader())}
     if with_test:
         predictions["test"] = predict_split(trainer, model, datamodule.test_dataloader())
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replacing(path) as tmp:
         torch.save(predictions, tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_correct(out_dir: Path, rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[int, torch.Tensor]], torch.Tensor] | None:

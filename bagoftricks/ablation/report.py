@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bagoftricks.ablation.design import effects_section
 from bagoftricks.ablation.evidence import per_image_section
+from bagoftricks.ablation.files import atomic_write
 from bagoftricks.ablation.stats import Paired, holm, mean_ci, paired
 
 # One row per run; metrics in percent (top-1/top-5) as the paper reports them.
@@ -39,17 +40,6 @@ FOOTER = (
     "includes 0, the sign is not established; `*`: significant at 5% after Holm's adjustment across "
     "all the table's distinct comparisons; no mark: the interval excludes 0 but Holm's adjustment does not confirm it."
 )
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write through a temporary file and ``os.replace``, so readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind, under any name
-        raise
 
 
 # ----------------------------------------------------------------------------- per-run metrics

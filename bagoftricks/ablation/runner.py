@@ -32,7 +32,8 @@ from bagoftricks.ablation.check import bare_argv, check_out_dir, check_runs, dis
 from bagoftricks.ablation.design import design_record
 from bagoftricks.ablation.evidence import save_predictions
 from bagoftricks.ablation.parallel import run_parallel
-from bagoftricks.ablation.report import atomic_write, print_table, read_metrics, summarize_run, write_report, write_results_csv
+from bagoftricks.ablation.files import atomic_write
+from bagoftricks.ablation.report import print_table, read_metrics, summarize_run, write_report, write_results_csv
 from bagoftricks.ablation.spec import Run, Spec, load_spec, one_line, plan, step_folder, sweep_config
 from bagoftricks.ablation.wandb_summary import log_summary
 from bagoftricks.cli import cli_main, ignore_known_warnings
