@@ -34,12 +34,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+from pathlib import Path
 
 import lightning as L
 import torch
 
 # A sibling module, not a package: `python benchmarks/time_to_accuracy.py` puts benchmarks/ on sys.path.
-from common import CIFAR10, DIGITS, UNTIMED, add_clock_args, apply_clock_args, clock, library_cli, quiet
+from common import CIFAR10, DIGITS, EXPERIMENTS, UNTIMED, add_clock_args, apply_clock_args, clock, library_cli, quiet
 
 # The paper's refinements that pay off within base.yaml's 6 (digits) or 10 (image folder) epochs, stacked
 # in its order. Left out: zero gamma, which cost 19.5 points top-1 alone on the digits
@@ -71,11 +72,13 @@ class AccuracyClock(L.Callback):
             self.points.append((clock() - self.start, float(trainer.callback_metrics["val/top1"])))
 
 
+def base_config(args) -> Path:
+    """The base file: the digits', or with ``--data-root`` the image folder's."""
+    return DIGITS / "base.yaml" if args.data_root is None else CIFAR10 / "base.yaml"
+
+
 def base_argv(args) -> list[str]:
-    """The base file on the digits, or on the image folder ``--data-root``."""
-    if args.data_root is None:
-        return ["-c", str(DIGITS / "base.yaml")]
-    return ["-c", str(CIFAR10 / "base.yaml"), "--data.root", args.data_root]
+    return ["-c", str(base_config(args)), *([] if args.data_root is None else ["--data.root", args.data_root])]
 
 
 def run(recipe: list[str], seed: int, args, root: str) -> list[tuple[float, float]]:
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             for name in names:
                 points[name, seed] = run(RECIPES[name], seed, args, root)
 
-    data = "digits (experiments/digits/base.yaml)" if args.data_root is None else f"{args.data_root} (experiments/cifar10/base.yaml)"
+    data = f"{args.data_root or 'digits'} ({base_config(args).relative_to(EXPERIMENTS.parent)})"
     print(f"\n{data}, validation every {args.val_every} epochs, {torch.get_num_threads()} CPU threads, "
           f"{args.clock} clock")  # fmt: skip
     print(f"{'recipe':<26} {'seed':>4} {'best top-1':>10} {'final top-1':>11} "
