@@ -99,11 +99,12 @@ def test_corrupt_result_json_is_named(tmp_path, monkeypatch):
     [
         ([{"name": "b", "set": {"model.label_smothing": 0.1}}], [], ["step 'b'", "model.label_smothing", "did you mean model.label_smoothing"]),
         ([{"name": "b", "set": {"data.batch_sz": 8}}], [], ["step 'b'", "data.batch_sz", "data.batch_size"]),
+        ([{"name": "b", "set": {"model.blur_pool": True}}], [], ["step 'b': its `set` names model.blur_pool", "model.backbone_kwargs: {blur_pool: ...}"]),
         ([{"name": "b", "set": {"trainer.max_epochs": "many"}}], [], ["step 'b'", "trainer.max_epochs", "many"]),
         ([{"name": "b"}], ["--set", "trainer.max_epoch=2"], ["--set names trainer.max_epoch", "trainer.max_epochs"]),
         ([{"name": "b", "set": {"schedule.warmup_epochs": 5}}], [], ["step 'b'", "warmup_epochs (5)", "max_epochs (1)", "train longer"]),
     ],
-    ids=["step-key", "subclass-key", "value-type", "set-flag", "warmup-longer-than-training"],
+    ids=["step-key", "subclass-key", "backbone-flag", "value-type", "set-flag", "warmup-longer-than-training"],
 )
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
 def test_bad_step_key_is_found_before_any_run(tmp_path, monkeypatch, steps, extra, words, dry_run):

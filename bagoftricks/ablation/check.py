@@ -20,6 +20,7 @@ from rich.console import Console
 from bagoftricks import cli
 from bagoftricks.ablation.spec import Run, Spec
 from bagoftricks.errors import ConfigError, UserError
+from bagoftricks.models.resnet import MODEL_FLAGS
 
 # Write failures a user fixes by freeing space or choosing another folder (not bugs: no traceback).
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -83,12 +84,22 @@ def _one_line(err: Exception, limit: int = 300) -> str:
 def _unknown_key(spec: Spec, run: Run, extra: dict[str, Any], known: list[str]) -> str | None:
     """The first key a `set` of this step names that is not one of the ``known`` CLI keys, in the spec's terms."""
     sources = [(key, "the spec's top-level `set`") for key in spec.set]
-    sources += [(key, f"step {spec.steps[j].name!r}'s `set`") for j in spec.chain(run.step_index) for key in spec.steps[j].set]
+    sources += [
+        (key, "its `set`" if j == run.step_index else f"step {spec.steps[j].name!r}'s `set`")
+        for j in spec.chain(run.step_index)
+        for key in spec.steps[j].set
+    ]
     sources += [(key, "--set") for key in extra]
     for key, source in sources:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.7)
-            hint = f"did you mean {' or '.join(close)}?" if close else "`bagoftricks fit --help` lists the keys."
+            group, _, name = key.rpartition(".")
+            if group == "model" and name in MODEL_FLAGS:
+                hint = f"{name} is a backbone flag: set model.backbone_kwargs: {{{name}: ...}}."
+            elif close:
+                hint = f"did you mean {' or '.join(close)}?"
+            else:
+                hint = "`bagoftricks fit --help` lists the keys."
             return f"{spec.path}: step {run.step!r}: {source} names {key}, which is not a CLI key; {hint}"
     return None
 

@@ -356,7 +356,8 @@ _MODELS = {
     for depth, (block, layers) in _DEPTHS.items()
     for suffix, flags in _TWEAKS.items()
 }
-_FLAGS = tuple(p for p in inspect.signature(ResNet).parameters if p not in ("block", "layers", "num_classes"))
+# The ResNet flags create_model (and a config's model.backbone_kwargs) takes.
+MODEL_FLAGS = tuple(p for p in inspect.signature(ResNet).parameters if p not in ("block", "layers", "num_classes"))
 
 
 def list_models() -> list[str]:
@@ -376,9 +377,9 @@ def create_model(
         close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"Unknown model {name!r}{hint}; see bagoftricks.models.list_models() for the names.")
-    unknown = sorted(set(overrides) - set(_FLAGS))
+    unknown = sorted(set(overrides) - set(MODEL_FLAGS))
     if unknown:
-        raise ValueError(f"Unknown model flag(s) {', '.join(unknown)}; the flags are {', '.join(_FLAGS)}.")
+        raise ValueError(f"Unknown model flag(s) {', '.join(unknown)}; the flags are {', '.join(MODEL_FLAGS)}.")
     model = ResNet(num_classes=num_classes, **{**_MODELS[name], **overrides})
     if pretrained is not None:
         load_pretrained(model, pretrained)
