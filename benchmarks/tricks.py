@@ -7,8 +7,8 @@ Every way is the shipped digits recipe, ``bagoftricks fit -c experiments/digits/
 alone (the baseline) or with one trick's experiment file stacked on it, as the README runs them;
 each is built by the CLI. One Trainer fit of the baseline then runs them in turn, one step each:
 before every step a callback gives the module, the LR schedule and the Trainer the next way's
-settings (its hyperparameters, its schedule, its optimizer with its own parameter groups, its
-teacher), so every step is ``ClassificationModule.training_step`` through the Trainer, as
+settings (its backbone, its hyperparameters, its schedule, its optimizer with its own parameter
+groups, its teacher), so every step is ``ClassificationModule.training_step`` through the Trainer, as
 configured by that file, and every way's steps are neighbours in time of the baseline's (on a
 CPU shared with other jobs, separate runs differ by more than the 3% being measured). A step's
 time is the period between the starts of consecutive steps with the switching cut out (LR
@@ -24,7 +24,11 @@ change its cost). CutMix runs on every batch here (``mix_prob 1``), so its cost 
 cutmix.yaml's ``mix_prob 0.5``. EMA updates its average after every step (``ema_every_n_steps 1``,
 the costliest setting): its target is the same 1.03x. Progressive resizing reports its speedup
 instead: its steps at the first phase's size (``progressive.initial_scale 0.5``: 16 px, the batch
-downsampled on its device), whose time over the baseline's is the saving of that phase.
+downsampled on its device), whose time over the baseline's is the saving of that phase. BlurPool
+changes the model (its strided convs run at stride 1 before the blur subsamples), so it is shown
+with its multiply-adds over the baseline's instead of a target. Repeated augmentation (the
+sampler's order), flip TTA and test resolution (evaluation only) and mixup's last epochs off (no
+mixing) add nothing to a training step and have no row.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from common import (
 )
 
 from bagoftricks.callbacks import LRSchedule, ProgressiveResizing
-from bagoftricks.models import create_model
+from bagoftricks.models import create_model, model_stats
 from bagoftricks.module import Tricks
 from bagoftricks.tricks import scaled_side
 
@@ -75,6 +79,8 @@ TRICKS = {
     "random erasing": ["--model.random_erasing", "0.25"],
     "EMA (every step)": ["--model.ema_decay", "0.9998"],  # ema_every_n_steps 1: the costliest setting
     "progressive (0.5x side)": ["--progressive.initial_scale", "0.5"],  # a speedup, not an overhead
+    "stochastic depth": ["--model.backbone_kwargs", "{drop_path_rate: 0.1}"],
+    "BlurPool": ["--model.backbone_kwargs", "{blur_pool: true}"],  # a bigger model: compared with its MACs
 }
 
 
@@ -104,30 +110,31 @@ def schedule_of(trainer) -> LRSchedule:
 
 class Ways:
     """Gives the running module, schedule and Trainer one way's settings before each step, through
-    their public attributes: the module's ``tricks`` and ``ema``, the schedule's settings, the
-    Trainer's optimizers."""
+    their public attributes: the module's ``backbone``, ``tricks`` and ``ema``, the schedule's
+    settings, the Trainer's optimizers."""
 
     def __init__(self, clis: dict, trainer, module) -> None:
         self.clis, self.trainer, self.module, self.names = clis, trainer, module, list(clis)
         self.optimizers: dict = {}
 
     def prepare(self) -> None:
-        """Each way's optimizer over the running model's parameters, built by the module itself
-        from that way's settings (no_bias_decay, the optimizer's class and arguments)."""
-        own = dict(self.module.hparams), self.module.optimizer
+        """Each way's optimizer over that way's backbone, built by the running module itself from
+        that way's settings (no_bias_decay, the optimizer's class and arguments)."""
+        own = dict(self.module.hparams), self.module.optimizer, self.module.backbone
         for name in self.names:
             way = self.clis[name].model
             self.module.hparams.update(way.hparams)
-            self.module.optimizer = way.optimizer
+            self.module.optimizer, self.module.backbone = way.optimizer, way.backbone
             self.optimizers[name] = self.module.configure_optimizers()
         self.module.hparams.update(own[0])
-        self.module.optimizer = own[1]
+        self.module.optimizer, self.module.backbone = own[1], own[2]
 
     def __call__(self, step: int) -> str:
         if not self.optimizers:
             self.prepare()
         name = self.names[step % len(self.names)]
         way = self.clis[name].model
+        self.module.backbone = way.backbone  # its own model (drop path, BlurPool), in channels_last as setup left it
         for setting in fields(Tricks):  # the teacher too
             setattr(self.module.tricks, setting.name, getattr(way.tricks, setting.name))
         self.module.ema = way.ema  # the way's weight average, updated after its steps (None: off)
@@ -179,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         teacher = ["--model.teacher", str(teacher_path), "--model.teacher_backbone", "resnet34"]
         for _ in range(args.rounds):
             clis = {name: build(TRICKS[name] + (teacher if name == "distillation" else []), args, root) for name in names}
+            macs = {name: model_stats(cli.model.backbone, IMAGE_SIZE)["macs"] for name, cli in clis.items()}
             for cli in clis.values():
                 cli.model.setup("fit")  # channels_last for the teacher, as the Trainer's setup does
             round_times, round_teacher = run_round(clis, args, root)
@@ -200,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         bound, verdict = f"<= {target:.3f}", "" if name == "baseline" else ("met" if statistics.median(ratio) <= target else "MISSED")
         if name.startswith("progressive"):  # a speedup: no overhead target
             bound, verdict = "-", f"speedup {1 / statistics.median(ratio):.2f}x"
+        elif macs[name] != macs["baseline"]:  # a bigger model: its cost is its multiply-adds, not an overhead
+            bound, verdict = "-", f"MACs {macs[name] / macs['baseline']:.2f}x"
         ms = summary([1e3 * t for t in times[name]], "{:.0f}")
         print(f"{name:<22} {ms:>18} {summary(ratio, '{:.3f}'):>22} {bound:>9} {verdict}")
     if teacher_s:

@@ -84,13 +84,15 @@ def test_profile_step_quick(capsys):
 def test_tricks_quick(capsys):
     import tricks
 
-    tricks.main([*QUICK, "--only", "mixup", "distillation", "EMA (every step)", "progressive (0.5x side)"])
+    tricks.main([*QUICK, "--only", "mixup", "distillation", "EMA (every step)", "progressive (0.5x side)", "stochastic depth", "BlurPool"])
     out = capsys.readouterr().out
-    for name in ("baseline", "mixup", "distillation", "EMA (every step)"):
+    for name in ("baseline", "mixup", "distillation", "EMA (every step)", "stochastic depth"):
         assert re.search(rf"^{re.escape(name)} +\d+ +\d\.\d{{3}} +<= \d\.\d{{3}}", out, re.MULTILINE), name
     # The teacher's forward is timed inside the distillation steps only: switched on and off through module.tricks.
     assert ratios(r"teacher forward (\d+) ms", out)
     assert re.search(r"^progressive \(0\.5x side\) .* speedup \d+\.\d\dx$", out, re.MULTILINE)
+    # BlurPool is a bigger model: its row gives its multiply-adds over the baseline's (1.29x for resnet18 at 32 px).
+    assert re.search(r"^BlurPool .* MACs 1\.29x$", out, re.MULTILINE)
 
 
 def test_time_to_accuracy_quick(capsys):
