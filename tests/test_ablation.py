@@ -197,6 +197,26 @@ def test_mixed_thread_counts_are_named_in_the_report(tmp_path):
     assert "Mixed CPU thread counts** (1, 2)" in more_sections(tmp_path, [{"cpu_threads": 1.0, "run_dir": "a"}, {"cpu_threads": 2.0, "run_dir": "b"}], [])
 
 
+def test_ema_and_tta_readouts_are_paired_with_the_raw_top1_of_the_same_run():
+    from bagoftricks.ablation.report import readouts_section, summarize_run
+
+    # A run's logged rows -> its readouts, in percent, from the last logged value (None when off).
+    logged = [{"epoch": 0, "val/top1": 0.5, "val_ema/top1": 0.4}, {"epoch": 1, "val/top1": 0.6, "val_ema/top1": 0.7, "test_ema/top1": 0.65}]
+    run = summarize_run(logged)
+    assert (run["val_ema_top1"], run["test_ema_top1"]) == (pytest.approx(70.0), pytest.approx(65.0))
+    assert run["val_top1_tta"] is None and run["test_top1_tta"] is None
+
+    raw, ema = {0: 80.0, 1: 82.0, 2: 81.0}, {0: 81.0, 1: 82.5, 2: 83.0}
+    rows = [{"step": "baseline", "step_index": 0, "seed": s, "val_top1": raw[s], "val_ema_top1": ema[s]} for s in raw]
+    assert readouts_section([{**r, "val_ema_top1": None} for r in rows]) == ""
+    differences = [ema[s] - raw[s] for s in raw]
+    mean, half_width = statistics.fmean(differences), student_t.ppf(0.975, 2) * statistics.stdev(differences) / math.sqrt(3)
+    line = next(line for line in readouts_section(rows).splitlines() if line.startswith("| baseline"))
+    mark = " ~" if mean - half_width <= 0 else ""
+    expected = f"| baseline | {statistics.fmean(ema.values()):.2f} | {mean:+.2f} [{mean - half_width:+.2f}, {mean + half_width:+.2f}]{mark} |"
+    assert line == expected
+
+
 @pytest.mark.parametrize(("visible", "expected"), [(None, ["0", "1", "0"]), ("2,5", ["2", "5", "2"]), ("7", ["7", "7", "7"])])
 def test_jobs_share_the_visible_gpus(monkeypatch, visible, expected):
     """Worker i sees GPU i mod the count, chosen among the devices CUDA_VISIBLE_DEVICES already allows."""

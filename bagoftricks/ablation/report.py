@@ -28,7 +28,7 @@ from bagoftricks.ablation.stats import Paired, holm, mean_ci, paired
 # One row per run; metrics in percent (top-1/top-5) as the paper reports them.
 COLUMNS = (
     "step_index", "step", "parent", "seed", "val_top1", "val_top1_best", "val_top5", "val_loss", "test_top1", "test_top5",
-    "epochs", "wall_time_s", "time_per_epoch_s", "params", "macs", "tricks", "run_dir", "budget", "unbudgeted",
+    "val_ema_top1", "val_top1_tta", "test_ema_top1", "test_top1_tta", "epochs", "wall_time_s", "time_per_epoch_s", "params", "macs", "tricks", "run_dir", "budget", "unbudgeted",
     "cpu_threads",
 )  # fmt: skip
 FOOTER = (
@@ -93,6 +93,11 @@ def summarize_run(rows: list[dict[str, float]]) -> dict[str, Any]:
         "val_loss": last_value(rows, "val/loss"),
         "test_top1": _percent(last_value(rows, "test/top1")),
         "test_top5": _percent(last_value(rows, "test/top5")),
+        # The same run read out with its weight EMA and with flip TTA (model.ema_decay, model.flip_tta); None when off.
+        "val_ema_top1": _percent(last_value(rows, "val_ema/top1")),
+        "val_top1_tta": _percent(last_value(rows, "val/top1_tta")),
+        "test_ema_top1": _percent(last_value(rows, "test_ema/top1")),
+        "test_top1_tta": _percent(last_value(rows, "test/top1_tta")),
         "epochs": epochs,
         "time_per_epoch_s": statistics.fmean(times.values()) if times else None,
         "val_top1_curve": curve,
@@ -320,6 +325,7 @@ def more_sections(out_dir: Path, rows: list[dict[str, Any]], summaries: list[Ste
             "of floating-point sums, so a run's numbers depend on it (as on another machine) and the paired deltas here "
             "mix that in; rerun with one `--jobs` value for clean comparisons.\n"
         )
+    text += readouts_section(rows)
     if (out_dir / "design.json").is_file():
         text += effects_section(json.loads((out_dir / "design.json").read_text()), rows)
     if by_budget := _by_budget(rows, summaries):
@@ -339,6 +345,40 @@ def write_report(out_dir: str | os.PathLike, title: str | None = None) -> list[S
     for name, figure in figures + ([("budget.png", figure_budget(by_budget))] if by_budget else []):
         figure.savefig(out_dir / name, dpi=120)
     return summaries
+
+
+# ----------------------------------------------------------------------------- EMA and flip TTA
+
+
+READOUTS = (("val_ema_top1", "EMA"), ("val_top1_tta", "flip TTA"), ("test_ema_top1", "test EMA"), ("test_top1_tta", "test flip TTA"))
+
+
+def readouts_section(rows: list[dict[str, Any]]) -> str:
+    """Each step's weight-EMA and flip-TTA top-1 against the raw model's of the same runs: the readout minus
+    val/top1 (or test/top1), paired run by run, with its 95% paired-t interval. Empty when no run has them."""
+    present = [(key, label) for key, label in READOUTS if any(r.get(key) is not None for r in rows)]
+    if not present:
+        return ""
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for row in in_spec_order(rows):
+        by_step.setdefault(row["step"], []).append(row)
+    lines = ["### The same runs read out with the weight EMA and flip TTA", ""]
+    lines += ["| step | " + " | ".join(f"{label} top-1 (%) | {label} − raw [95% CI]" for _, label in present) + " |"]
+    lines += ["|---|" + "---|---|" * len(present)]
+    for name, group in by_step.items():
+        cells = []
+        for key, _ in present:
+            raw = "test_top1" if key.startswith("test") else "val_top1"
+            both = [r for r in group if r.get(key) is not None and r.get(raw) is not None]
+            gain = paired({int(r["seed"]): r[key] for r in both}, {int(r["seed"]): r[raw] for r in both})
+            cells += [_num(_mean(both, key)), _delta_cell(gain)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    note = (
+        "Readout − raw: the EMA's (or the flip-averaged) top-1 minus the raw model's top-1 of the same run, the "
+        "mean over seeds with its 95% paired-t interval; `~`: the interval includes 0 (no Holm adjustment here, "
+        "so no `*`). The raw top-1 is the table's; neither readout changes training."
+    )
+    return "\n".join(["", *lines, "", note, ""])
 
 
 # ----------------------------------------------------------------------------- budgets
