@@ -28,8 +28,8 @@ from bagoftricks.ablation.stats import Paired, holm, mean_ci, paired
 # One row per run; metrics in percent (top-1/top-5) as the paper reports them.
 COLUMNS = (
     "step_index", "step", "parent", "seed", "val_top1", "val_top1_best", "val_top5", "val_loss", "test_top1", "test_top5",
-    "val_ema_top1", "val_top1_tta", "test_ema_top1", "test_top1_tta", "epochs", "wall_time_s", "time_per_epoch_s", "params", "macs", "tricks", "run_dir", "budget", "unbudgeted",
-    "cpu_threads",
+    "val_ema_top1", "val_top1_tta", "test_ema_top1", "test_top1_tta", "epochs", "wall_time_s", "time_per_epoch_s",
+    "params", "macs", "tricks", "run_dir", "budget", "unbudgeted", "cpu_threads",
 )  # fmt: skip
 FOOTER = (
     "top-1: the last epoch's val/top1 (not the best epoch, which is biased upwards), mean ± sample std "
