@@ -11,10 +11,13 @@ labels, a single md5 per archive and no cache.
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
 
 from bagoftricks.data.base import Splits
 from bagoftricks.data.download import Archive
@@ -93,8 +96,13 @@ class ImagenetteDataModule(ImageFilesDataModule):
     (set it to 0 to validate on the official val, as the fast.ai leaderboard does).
 
     Args:
-        root: folder holding the extracted ``imagenette2-160/`` (or ``imagenette2-320/``, ``imagenette2/``).
-        size: ``'160px'``, ``'320px'`` (shorter side resized by fast.ai) or ``'full'``.
+        root: folder holding the extracted ``imagenette2-160/`` (or ``imagenette2-320/``, ``imagenette2/``),
+            or a copy resized by hand in the same layout (``imagenette2-96/train/<wnid>/*.JPEG``, ``val/``).
+        size: ``'160px'``, ``'320px'`` (shorter side resized by fast.ai) or ``'full'``: the official
+            archive to read or download. Without its folder, the one ``imagenette2*/`` folder under
+            ``root`` that holds ``train/`` and ``val/`` is read, whatever its resolution.
+        folder: the folder under ``root`` to read, for a copy of any resolution (``imagenette2-96``);
+            None: as ``size`` says.
         noisy_labels: percent of training labels replaced by a wrong class (0, 1, 5, 25, 50), read
             from the csv in the archive; validation and test labels stay clean.
         **kwargs: the settings of :class:`~bagoftricks.data.images.ImageFilesDataModule` and the shared base.
@@ -113,30 +121,79 @@ class ImagenetteDataModule(ImageFilesDataModule):
         root: str = "data",
         *,
         size: Literal["full", "320px", "160px"] = "160px",
+        folder: str | None = None,
         noisy_labels: int = 0,
         **kwargs,
     ) -> None:
         if size not in SIZES:
             raise ConfigError(f"data.size must be one of {SIZES}, got {size!r}.")
+        if folder is not None and (not folder or Path(folder).name != folder or folder in (".", "..")):
+            raise ConfigError(
+                f"data.folder must be the name of a folder inside data.root, such as {self.dataset_name}-96, got {folder!r}."
+            )
         if noisy_labels not in NOISE_LEVELS:
             raise ConfigError(f"data.noisy_labels must be one of {NOISE_LEVELS} (percent), got {noisy_labels!r}.")
-        self.size, self.noisy_labels = size, noisy_labels
+        self.size, self.folder, self.noisy_labels = size, folder, noisy_labels
         super().__init__(root, **kwargs)
+        if self.download and folder not in (None, self.official_folder):
+            raise ConfigError(
+                f"data.download fetches the official {self.official_folder}.tgz, not data.folder {folder!r}: "
+                "unset data.folder to download, or data.download to read your copy."
+            )
+
+    @property
+    def official_folder(self) -> str:
+        """The folder the archive of ``size`` extracts to: ``imagenette2``, ``imagenette2-320`` or ``imagenette2-160``."""
+        return self.dataset_name if self.size == "full" else f"{self.dataset_name}-{self.size.removesuffix('px')}"
 
     @property
     def archive(self) -> Archive:
-        """The archive of the chosen size: ``imagenette2``, ``imagenette2-320`` or ``imagenette2-160``."""
-        folder = self.dataset_name if self.size == "full" else f"{self.dataset_name}-{self.size.removesuffix('px')}"
-        return Archive(self.display_name, folder, f"{BASE_URL}{folder}.tgz", KNOWN_MD5[folder], ("train", "val"))
+        """The official archive of ``size``, read from ``folder`` or the one local copy under ``root``."""
+        official = self.official_folder
+        return Archive(
+            self.display_name, self.folder or self.local_copy(), f"{BASE_URL}{official}.tgz", KNOWN_MD5[official], ("train", "val")
+        )
+
+    def local_copy(self) -> str:
+        """The official folder if present (or to be downloaded), else the one other copy under ``root``."""
+        official = self.official_folder
+        if self.download or (Path(self.root) / official).exists():
+            return official
+        copies = sorted(
+            p.name for p in Path(self.root).glob(f"{self.dataset_name}*") if (p / "train").is_dir() and (p / "val").is_dir()
+        )
+        if len(copies) > 1:
+            raise ConfigError(
+                f"{self.root} holds several copies of {self.display_name} ({', '.join(copies)}): "
+                f"name one with --data.folder, for instance --data.folder {copies[0]}."
+            )
+        return copies[0] if copies else official
 
     def read_splits(self) -> Splits:
         path = self.archive.located(self.root)
+        self.check_resolution(path)
         # A reduced copy may lack classes; labels stay the wnid positions of the full set.
         train = read_class_folders(path / "train", self.wnids, every_class=False)
         if self.noisy_labels:
             train.labels = self.noisy(path, train.images)
         test = read_class_folders(path / "val", self.wnids, every_class=False)
         return Splits(train, test, self.classes)
+
+    def check_resolution(self, path: Path) -> None:
+        """Say which copy is read and at what resolution; warn if the crops would upsample every image."""
+        first = next((p for p in sorted((path / "train").glob("*/*")) if p.is_file()), None)
+        try:
+            with Image.open(first) as image:
+                side = min(image.size)
+        except (OSError, TypeError, ValueError, SyntaxError):
+            return  # no readable first image: reading the splits names the problem
+        rank_zero_info(f"{self.display_name}: reading {path} (shorter side {side} px, e.g. {first.name}).")
+        if self.image_size > side:
+            warnings.warn(
+                f"data.image_size {self.image_size} is larger than the {side}-px images of {path}, so every crop "
+                f"is upsampled: set data.image_size to at most {side} (the CPU recipes use 64).",
+                stacklevel=2,
+            )
 
     def noisy(self, path: Path, images: list[str]) -> torch.Tensor:
         """Labels of ``images`` from the csv's ``noisy_labels_N`` column."""

@@ -64,6 +64,8 @@ def shorter_side_size(path: str, side: int) -> tuple[int, int] | None:
             width, height = img.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+    if min(width, height) <= side:
+        return width, height  # never upsampled: a 96-px copy is cached as it is, whatever the crop size
     # The rounding of v2.Resize(side), so evaluation from the cache equals evaluation from the file.
     if width <= height:
         return side, max(1, int(side * height / width))
