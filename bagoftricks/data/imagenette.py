@@ -191,7 +191,7 @@ class ImagenetteDataModule(ImageFilesDataModule):
         if self.image_size > side:
             warnings.warn(
                 f"data.image_size {self.image_size} is larger than the {side}-px images of {path}, so every crop "
-                f"is upsampled: set data.image_size to at most {side} (the CPU recipes use 64).",
+                f"is upsampled: set data.image_size to at most {side}.",
                 stacklevel=2,
             )
 
