@@ -35,6 +35,20 @@ def check_int(key: str, value, low: int, hint: str = "") -> None:
         raise ConfigError(f"data.{key} must be a whole number of at least {low}{hint}, got {value!r}.")
 
 
+def available_memory() -> int:
+    """Bytes of memory a new allocation can take without swapping (psutil's estimate; total RAM without it)."""
+    try:
+        import psutil  # a dependency of Lightning's, so nearly always there
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def gigabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.1f} GB"
+
+
 @dataclass
 class Split:
     """One split's images (a uint8 [N, 3, H, W] tensor or a list of file paths) and their int64 labels."""
@@ -184,6 +198,7 @@ class ImageDataModule(L.LightningDataModule):
         if max_per_class is not None:
             check_int("max_per_class", max_per_class, 1, " (or null for every image)")
         check_int("repeated_aug", repeated_aug, 1, " (1 = off; DeiT uses 3)")
+        self.check_batch_fits(batch_size, image_size, test_image_size or image_size)
         if (download or md5) and type(self).archive is None:
             raise ConfigError(
                 f"{type(self).__name__} reads images already on disk and downloads nothing: "
@@ -199,6 +214,17 @@ class ImageDataModule(L.LightningDataModule):
         self.download, self.md5 = download, md5
         self.pin_memory = pin_memory and torch.cuda.is_available()
 
+    @staticmethod
+    def check_batch_fits(batch_size: int, image_size: int, test_image_size: int) -> None:
+        """One sentence, before anything is read, for an image size whose batches the memory cannot hold."""
+        key, side = ("test_image_size", test_image_size) if test_image_size > image_size else ("image_size", image_size)
+        need, have = batch_size * 3 * side * side * 4, available_memory()  # float32 pixels
+        if 2 * need > have:
+            raise ConfigError(
+                f"data.{key} {side} makes one batch of {batch_size} images {gigabytes(need)} of float32 pixels, more than "
+                f"half the {gigabytes(have)} of memory available: lower data.{key} or data.batch_size."
+            )
+
     # --- what a dataset provides -----------------------------------------------------------------
 
     def read_splits(self) -> Splits:
@@ -212,6 +238,10 @@ class ImageDataModule(L.LightningDataModule):
     def split_off_val(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(validation, training) indices held out of ``labels``, or None to validate on the test split."""
         return None
+
+    def no_training_images(self, held_out: int) -> str:
+        """The sentence for a training split left empty."""
+        return f"{type(self).__name__} has no training images left ({held_out} validation images): add images, or hold fewer out."
 
     def prepare_split(self, dataset: Dataset, name: str) -> None:
         """Work a split needs before its first batch (decoding a cache), done only for the stages that run."""
@@ -246,6 +276,8 @@ class ImageDataModule(L.LightningDataModule):
                 f"{type(self).__name__} found no validation or test images: hold some out with "
                 "data.val_fraction above 0, or add a val/ or test/ folder."
             )
+        if len(train) == 0:
+            raise ConfigError(self.no_training_images(held_out=len(val)))
         if self.max_per_class is not None:
             train = train.take(cap_per_class(train.labels, self.max_per_class, self.split_seed))
         self._prepared: set[int] = set()

@@ -31,11 +31,18 @@ def read_batches(files: list[Path], label_key: str, num_classes: int) -> Split:
             )
         if len(ys) != len(data):
             raise DataError(f"{file} has {len(data)} images but {len(ys)} labels: delete the folder and download again.")
-        bad = [y for y in ys if not isinstance(y, int) or not 0 <= y < num_classes]
-        if bad:
+        bad = next((y for y in ys if type(y) is not int or not 0 <= y < num_classes), None)
+        if bad is not None:
+            # A non-int is named by its type: the repr of a crafted nested list could be endless.
+            shown = repr(bad) if type(bad) is int else f"a {type(bad).__name__}"
             raise DataError(
-                f"{file} has the label {bad[0]!r}, outside the {num_classes} classes 0..{num_classes - 1}: "
+                f"{file} has the label {shown}, outside the {num_classes} classes 0..{num_classes - 1}: "
                 "delete the folder and download again."
+            )
+        if data.dtype != np.uint8 and len(data) and (data.min() < 0 or data.max() > 255):
+            raise DataError(
+                f"{file} has {data.dtype} pixel values from {data.min()} to {data.max()}, outside 0..255, which "
+                "would wrap around as uint8: it is not a CIFAR batch; delete the folder and download again."
             )
         images.append(torch.from_numpy(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)))
         labels += ys
@@ -79,6 +86,9 @@ class CIFARDataModule(ImageDataModule):
         if len(val) == 0:
             raise ConfigError(f"data.val_size {self.val_size} holds out no image of any class: raise it, or set 0.")
         return val, train
+
+    def no_training_images(self, held_out: int) -> str:
+        return f"data.val_size {self.val_size} holds out all {held_out} training images, leaving none to train on: lower it."
 
     def make_dataset(self, split: Split, name: str, train: bool) -> Dataset:
         return TensorImageDataset(split.images, split.labels, self.train_tf if train else self.eval_tf)

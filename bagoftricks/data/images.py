@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -20,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
-from bagoftricks.data.base import ImageDataModule, Split, check_int, stratified_split
+from bagoftricks.data.base import ImageDataModule, Split, available_memory, check_int, gigabytes, stratified_split
 from bagoftricks.data.transforms import choose_preset, preset_transforms, resize_side
 from bagoftricks.errors import ConfigError, DataError
 
@@ -55,6 +57,42 @@ def decode_image(path: str, size: tuple[int, int] | None = None) -> Image.Image:
     if size is not None and img.size != size:
         img = img.resize(size, Image.Resampling.BILINEAR)
     return img
+
+
+def user_cache_folder() -> Path:
+    """``$XDG_CACHE_HOME/bagoftricks`` (``~/.cache/bagoftricks``): the disk cache's place when the dataset's folder is read-only."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bagoftricks"
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (made if missing), tried rather than read from permissions,
+    which a read-only mount or the root user would misreport."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def disk_cache_folder(root: Path, cache_dir: str | None) -> Path:
+    """Where ``cache disk`` writes: ``cache_dir``, else ``root/.cache``, else (a read-only dataset folder, as on
+    shared clusters) the user's cache folder; a ConfigError naming ``data.cache_dir`` if none is writable."""
+    if cache_dir is not None:
+        folder = Path(cache_dir).expanduser()
+        if not writable(folder):
+            raise ConfigError(f"data.cache_dir {folder} is not writable: set it to a folder you can write to, or use data.cache memory.")
+        return folder
+    beside, user = root / ".cache", user_cache_folder()
+    if writable(beside):
+        return beside
+    if writable(user):
+        rank_zero_info(f"{root} is read-only: the disk cache goes to {user} (data.cache_dir chooses another folder).")
+        return user
+    raise ConfigError(
+        f"data.cache disk cannot write to {beside} (read-only) nor to {user}: set data.cache_dir to a writable folder, "
+        "or use data.cache memory."
+    )
 
 
 def shorter_side_size(path: str, side: int) -> tuple[int, int] | None:
@@ -137,6 +175,20 @@ def build_decoded(
     nbytes = index[:, 1] * index[:, 2] * 3
     index[1:, 0] = np.cumsum(nbytes)[:-1]
     total = max(1, int(nbytes.sum()))
+    # Checked before anything is decoded or written: a cache that cannot fit fails in one sentence, not after an hour.
+    if file is None and total > available_memory():
+        raise ConfigError(
+            f"data.cache memory needs {gigabytes(total)} for {len(paths)} images at {side} px but {gigabytes(available_memory())} "
+            "of memory is available: use data.cache disk, lower data.cache_side, or data.cache none."
+        )
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(file.parent).free
+        if total > free:
+            raise DataError(
+                f"data.cache disk needs {gigabytes(total)} in {file.parent} but {gigabytes(free)} is free: free some space, "
+                "set data.cache_dir to another disk, or use data.cache memory."
+            )
     if file is None:
         buffer = torch.empty(total, dtype=torch.uint8)
         view = buffer.numpy()
@@ -259,6 +311,7 @@ class ImageFilesDataModule(ImageDataModule):
             (about N x 1.33 x 3 x cache_side^2 bytes: 0.8 GB for Imagenette's 160px train set at 128 px).
         cache_side: shorter side stored in the cache; default the evaluation resize (``test_image_size / 0.875``
             for the ImageNet preset, ``test_image_size`` for the CIFAR one), at least ``image_size``. Random crops then come from that resolution.
+        cache_dir: folder of the disk cache; None: ``root/.cache``, or ``~/.cache/bagoftricks`` when ``root`` is read-only.
         skip_corrupt: skip unreadable images (counted in one warning) instead of stopping at the first.
         **kwargs: the settings every dataset shares (:class:`~bagoftricks.data.base.ImageDataModule`).
     """
@@ -274,6 +327,7 @@ class ImageFilesDataModule(ImageDataModule):
         pca_lighting: float | None = None,
         cache: Literal["none", "memory", "disk"] = "none",
         cache_side: int | None = None,
+        cache_dir: str | None = None,
         skip_corrupt: bool = False,
         **kwargs,
     ) -> None:
@@ -289,7 +343,7 @@ class ImageFilesDataModule(ImageDataModule):
             self.augment, self.image_size, auto_augment=auto_augment, color_jitter=color_jitter,
             pca_lighting=pca_lighting, test_image_size=self.test_image_size,
         )  # fmt: skip
-        self.val_fraction, self.cache, self.skip_corrupt = val_fraction, cache, skip_corrupt
+        self.val_fraction, self.cache, self.cache_dir, self.skip_corrupt = val_fraction, cache, cache_dir, skip_corrupt
         # The size evaluation resizes to, so evaluating from the cache equals evaluating from the file
         # (training crops never come from fewer pixels than they keep).
         eval_side = self.test_image_size if self.augment == "cifar" else resize_side(self.test_image_size)
@@ -306,6 +360,11 @@ class ImageFilesDataModule(ImageDataModule):
             )
         return val, train
 
+    def no_training_images(self, held_out: int) -> str:
+        if self.val_fraction == 0:
+            return super().no_training_images(held_out)
+        return f"data.val_fraction {self.val_fraction} holds out all {held_out} training images, leaving none to train on: lower it."
+
     def make_dataset(self, split: Split, name: str, train: bool) -> ImageFileDataset:
         samples = list(zip(split.images, split.labels.tolist()))
         return ImageFileDataset(samples, self.train_tf if train else self.eval_tf, skip_corrupt=self.skip_corrupt)
@@ -317,5 +376,5 @@ class ImageFilesDataModule(ImageDataModule):
             self.cache,
             side=self.cache_side,
             num_workers=self.num_workers,
-            cache_file=Path(self.root) / ".cache" / f"{folder}-{name}",
+            cache_file=disk_cache_folder(Path(self.root), self.cache_dir) / f"{folder}-{name}" if self.cache == "disk" else None,
         )
