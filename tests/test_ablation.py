@@ -15,10 +15,8 @@ import pytest
 import torch
 import yaml
 from conftest import DIGITS_BASE, EXPERIMENTS, ROOT
-from miniatures import make_cifar100, make_cub200, make_image_folder, make_imagenette
 from scipy.stats import t as student_t
 
-from bagoftricks import ClassificationModule
 from bagoftricks.ablation import (
     ablate,
     ablate_main,
@@ -27,9 +25,9 @@ from bagoftricks.ablation import (
     plan,
     summarize,
 )
-from bagoftricks.ablation import runner as ablation_runner
+from bagoftricks.ablation import execute as ablation_execute
+from bagoftricks.ablation.record import RunRecord
 from bagoftricks.__main__ import main  # the console entry (`bagoftricks ...`)
-from bagoftricks.cli import cli_main
 
 # Fast-run-sized: one epoch of 2 batches of 16 digits at 16 px.
 TINY_SET = {
@@ -127,8 +125,7 @@ def test_statistics_against_reference_numbers():
     mean, std, ci = mean_ci([90.0, 92.0, 94.0])
     assert (mean, std) == (92.0, 2.0)
     assert ci == pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-6)  # t(0.975, 2) = 4.302653
-    rows = [{"step_index": i, "step": s, "parent": p, "seed": k, "val_top1": v, "val_top5": None, "test_top1": None,
-             "time_per_epoch_s": 1.0, "params": 1.0, "macs": 1.0}
+    rows = [record(i, s, k, v, parent=p, time_per_epoch_s=1.0, params=1, macs=1)
             for i, (s, p, values) in enumerate([("a", "", [90, 92, 94]), ("b", "a", [91, 94, 95]), ("c", "b", [99, 100, 101])])
             for k, v in enumerate(values)]  # fmt: skip
     summary = summarize(rows)
@@ -153,36 +150,23 @@ def test_repeated_command_skips_finished_runs(tiny, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(ablation_runner, "cli_main", no_training)
+    monkeypatch.setattr(ablation_execute, "cli_main", no_training)
     ablate(spec, out=out)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == mtimes
     assert len(read_csv(out / "results.csv")) == 4
 
 
-def test_crash_leaves_results_csv_whole(tiny, tmp_path):
-    _, out = tiny
-    shutil.copytree(out, tmp_path / "out")
-    (tmp_path / "out" / "results.csv").unlink()  # so it must be written again around the failing run
-    bad = write_spec(tmp_path / "tiny.yaml", steps=[*TINY_STEPS, {"name": "bad", "set": {"model.label_smoothing": 1.5}}],
-                     keep_checkpoints=False)  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        main(["ablate", str(bad), "--out", str(tmp_path / "out")])
-    assert "model.label_smoothing" in str(exit_info.value.code)
-    rows = read_csv(tmp_path / "out" / "results.csv")
-    assert [r["step"] for r in rows] == ["baseline", "baseline", "+label smoothing", "+label smoothing"]
-    assert all(r["val_top1"] != "" for r in rows)
-
-
+@pytest.mark.slow
 def test_jobs_give_the_same_numbers_as_one_process(tiny, tmp_path, capsys, monkeypatch):
     """--jobs 2: two worker processes (`ablate --only ... --no-report`) train the runs; the tables equal the
     sequential ones, run by run (same seeds, same arguments, deterministic training, and, since CPU
     results depend on it, the thread count the sequential runs had)."""
-    from bagoftricks.ablation import parallel
+    from bagoftricks.ablation import launch
 
-    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2 * torch.get_num_threads())
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 2 * torch.get_num_threads())
     spec, out = tiny
     ablate_main([str(spec), "--out", str(tmp_path / "out"), "--jobs", "2", "--seeds", "1"])  # 2 runs: one per worker
-    assert "2 runs in 2 worker processes" in capsys.readouterr().out
+    assert f"2 runs in 2 worker processes, {torch.get_num_threads()} CPU thread(s) each" in capsys.readouterr().out
     columns = ("step", "seed", "val_top1", "val_top5", "test_top1", "epochs")
     sequential = [{k: r[k] for k in columns} for r in read_csv(out / "results.csv") if r["seed"] == "1"]
     assert [{k: r[k] for k in columns} for r in read_csv(tmp_path / "out" / "results.csv")] == sequential
@@ -190,15 +174,21 @@ def test_jobs_give_the_same_numbers_as_one_process(tiny, tmp_path, capsys, monke
     assert {r["cpu_threads"] for r in read_csv(tmp_path / "out" / "results.csv")} == {str(torch.get_num_threads())}
 
 
-def test_mixed_thread_counts_are_named_in_the_report(tmp_path):
-    from bagoftricks.ablation.report import more_sections
+def record(step_index=0, step="baseline", seed=0, top1=None, **values) -> RunRecord:
+    """A run record as a finished run writes it (only the fields a test needs)."""
+    return RunRecord(step_index=step_index, step=step, seed=seed, run_dir=f"{step_index:02d}/seed{seed}", val_top1=top1, **values)
 
-    assert "Mixed CPU thread counts" not in more_sections(tmp_path, [{"cpu_threads": 2.0, "run_dir": "a"}, {"cpu_threads": 2.0, "run_dir": "b"}], [])
-    assert "Mixed CPU thread counts** (1, 2)" in more_sections(tmp_path, [{"cpu_threads": 1.0, "run_dir": "a"}, {"cpu_threads": 2.0, "run_dir": "b"}], [])
+
+def test_mixed_thread_counts_are_named_in_the_report(tmp_path):
+    from bagoftricks.ablation.render import more_sections
+
+    assert "Mixed CPU thread counts" not in more_sections(tmp_path, [record(seed=0, cpu_threads=2), record(seed=1, cpu_threads=2)], [])
+    assert "Mixed CPU thread counts** (1, 2)" in more_sections(tmp_path, [record(seed=0, cpu_threads=1), record(seed=1, cpu_threads=2)], [])
 
 
 def test_ema_and_tta_readouts_are_paired_with_the_raw_top1_of_the_same_run():
-    from bagoftricks.ablation.report import readouts_section, summarize_run
+    from bagoftricks.ablation.record import summarize_run
+    from bagoftricks.ablation.render import readouts_section
 
     # A run's logged rows -> its readouts, in percent, from the last logged value (None when off).
     logged = [{"epoch": 0, "val/top1": 0.5, "val_ema/top1": 0.4}, {"epoch": 1, "val/top1": 0.6, "val_ema/top1": 0.7, "test_ema/top1": 0.65}]
@@ -207,11 +197,11 @@ def test_ema_and_tta_readouts_are_paired_with_the_raw_top1_of_the_same_run():
     assert run["val_top1_tta"] is None and run["test_top1_tta"] is None
 
     raw, ema = {0: 80.0, 1: 82.0, 2: 81.0}, {0: 81.0, 1: 82.5, 2: 83.0}
-    rows = [{"step": "baseline", "step_index": 0, "seed": s, "val_top1": raw[s], "val_ema_top1": ema[s]} for s in raw]
-    assert readouts_section([{**r, "val_ema_top1": None} for r in rows]) == ""
+    records = [record(seed=s, top1=raw[s], val_ema_top1=ema[s]) for s in raw]
+    assert readouts_section([record(seed=s, top1=raw[s]) for s in raw]) == ""
     differences = [ema[s] - raw[s] for s in raw]
     mean, half_width = statistics.fmean(differences), student_t.ppf(0.975, 2) * statistics.stdev(differences) / math.sqrt(3)
-    line = next(line for line in readouts_section(rows).splitlines() if line.startswith("| baseline"))
+    line = next(line for line in readouts_section(records).splitlines() if line.startswith("| baseline"))
     mark = " ~" if mean - half_width <= 0 else ""
     expected = f"| baseline | {statistics.fmean(ema.values()):.2f} | {mean:+.2f} [{mean - half_width:+.2f}, {mean + half_width:+.2f}]{mark} |"
     assert line == expected
@@ -220,7 +210,7 @@ def test_ema_and_tta_readouts_are_paired_with_the_raw_top1_of_the_same_run():
 @pytest.mark.parametrize(("visible", "expected"), [(None, ["0", "1", "0"]), ("2,5", ["2", "5", "2"]), ("7", ["7", "7", "7"])])
 def test_jobs_share_the_visible_gpus(monkeypatch, visible, expected):
     """Worker i sees GPU i mod the count, chosen among the devices CUDA_VISIBLE_DEVICES already allows."""
-    from bagoftricks.ablation.parallel import worker_env
+    from bagoftricks.ablation.launch import worker_env
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if visible is None else len(visible.split(",")))
@@ -234,14 +224,14 @@ def test_jobs_share_the_visible_gpus(monkeypatch, visible, expected):
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     spec = write_spec(tmp_path / "resume.yaml", steps=TINY_STEPS[:1], seeds=[0])
     spec.write_text(spec.read_text().replace("trainer.max_epochs: 1", "trainer.max_epochs: 2"))
-    original = ablation_runner.EpochTimer.on_train_epoch_start
+    original = ablation_execute.EpochTimer.on_train_epoch_start
 
     def killed_in_second_epoch(self, trainer, pl_module):
         if trainer.current_epoch == 1:
             raise RuntimeError("simulated kill")
         original(self, trainer, pl_module)
 
-    monkeypatch.setattr(ablation_runner.EpochTimer, "on_train_epoch_start", killed_in_second_epoch)
+    monkeypatch.setattr(ablation_execute.EpochTimer, "on_train_epoch_start", killed_in_second_epoch)
     with pytest.raises(RuntimeError, match="simulated kill"):
         ablate(spec, out=tmp_path / "out")
     run_dir = tmp_path / "out" / "00-baseline" / "seed0"
@@ -249,7 +239,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     assert read_csv(tmp_path / "out" / "results.csv") == []  # whole, with no finished run
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
 
-    monkeypatch.setattr(ablation_runner.EpochTimer, "on_train_epoch_start", original)
+    monkeypatch.setattr(ablation_execute.EpochTimer, "on_train_epoch_start", original)
     ablate(spec, out=tmp_path / "out")
     result = json.loads((run_dir / "result.json").read_text())
     assert result["resumed_from"].endswith("last.ckpt")
@@ -410,73 +400,3 @@ def test_shipped_spec_dry_run(spec, capsys):
     loaded = load_spec(spec)
     assert len(lines) == len(loaded.steps) * len(loaded.seeds) and len(loaded.seeds) >= 3
     assert spec.read_text().startswith(f"# bagoftricks ablate {spec.relative_to(ROOT)}")
-
-
-def _make_teacher(path: Path, num_classes: int) -> Path:
-    """An (untrained) teacher checkpoint in the layout ClassificationModule's checkpoints have."""
-    module = ClassificationModule("resnet18", num_classes=num_classes)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def miniatures(tmp_path_factory):
-    """Data roots and teachers for fast dev runs of the shipped specs' runs."""
-    root = tmp_path_factory.mktemp("miniatures")
-    data = {
-        "digits": None,
-        "imagenette": make_imagenette(root / "nette", "imagenette2-160"),
-        "imagewoof": make_imagenette(root / "woof", "imagewoof2-160"),
-        "cifar100": make_cifar100(root / "cifar"),
-        "cub200": make_cub200(root / "cub"),
-        "cifar10": make_image_folder(root / "cifar10", per_class=6),
-    }
-    teachers = {10: _make_teacher(root / "teacher10.ckpt", 10), 200: _make_teacher(root / "teacher200.ckpt", 200)}
-    return data, teachers
-
-
-def _tiny_args(dataset: str, data: dict, teachers: dict, argv: list[str]) -> list[str]:
-    if dataset == "digits":
-        args = ["--data.batch_size", "16"]
-    else:
-        args = ["--data.root", str(data[dataset]), "--data.batch_size", "2", "--data.num_workers", "0"]
-        args += ["--data.image_size", "32"] if dataset != "cifar100" else []
-        args += ["--data.val_fraction", "0.5", "--model.pretrained", "null"] if dataset == "cub200" else []
-    if "16-mixed" in argv and not torch.cuda.is_available():
-        args += ["--trainer.precision", "bf16-mixed"]  # FP16 autocast needs a GPU
-    if "--schedule.warmup_epochs" in argv:  # a one-step fast dev run has room for one epoch of warmup at most
-        args += ["--schedule.warmup_epochs", str(min(1.0, float(argv[len(argv) - 1 - argv[::-1].index("--schedule.warmup_epochs") + 1])))]
-    if any("distillation" in arg or "model.teacher" in arg for arg in argv):
-        args += ["--model.teacher", str(teachers[200 if dataset == "cub200" else 10])]
-    return args
-
-
-def _first_and_last_runs():
-    cases, seen = [], set()
-    for spec in SHIPPED_SPECS:
-        runs = plan(load_spec(spec))
-        for which, index in (("first", 0), ("last", len(runs) - 1)):
-            key = (runs[index].configs, runs[index].overrides)  # every Imagenette spec starts from the same baseline
-            if key not in seen:
-                seen.add(key)
-                cases.append(pytest.param(spec, index, id=f"{spec.relative_to(EXPERIMENTS)}-{which}"))
-    # The teachers that the distillation steps need are fit configs of their own.
-    for teacher in ("cub200/teacher.yaml", "imagenette/teacher.yaml", "imagewoof/teacher.yaml"):
-        cases.append(pytest.param(EXPERIMENTS / teacher, None, id=teacher))
-    return cases
-
-
-@pytest.mark.parametrize(("spec", "index"), _first_and_last_runs())
-def test_shipped_spec_runs_fast_dev_run(spec, index, miniatures, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # relative paths in the configs start at the repository root, as the commands do
-    data, teachers = miniatures
-    dataset = spec.parent.name
-    if index is None:  # a teacher's fit config: its first line is the command
-        configs = [arg for arg in shlex.split(spec.read_text().splitlines()[0]) if arg.endswith(".yaml")]
-        argv = [arg for config in configs for arg in ("-c", config)]
-        argv += ["--checkpoint.dirpath", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
-        argv += ["--trainer.precision", "32-true"]  # a ResNet-152 under CPU autocast is slow; the specs test autocast
-    else:
-        argv = plan(load_spec(spec), out=tmp_path)[index].fit_args()
-    cli = cli_main(["fit", *argv, *_tiny_args(dataset, data, teachers, argv), "--trainer.fast_dev_run", "1"])
-    assert cli.trainer.state.finished

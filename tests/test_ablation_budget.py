@@ -11,7 +11,6 @@ from conftest import DIGITS_BASE
 from test_ablation import TINY_SET
 
 from bagoftricks.ablation import ablate_main, load_spec, plan, write_report
-from bagoftricks.ablation.report import write_results_csv
 from bagoftricks.errors import ConfigError
 
 STEPS = [{"name": "baseline"}, {"name": "+warmup", "set": {"schedule.warmup_epochs": 0.5}}]
@@ -62,14 +61,11 @@ def test_report_against_the_budget(tmp_path):
     spec = load_spec(spec_file(tmp_path, [1, 2]))
     top1 = {("baseline ×1", 0): 90, ("baseline ×1", 1): 92, ("+warmup ×1", 0): 89, ("+warmup ×1", 1): 92,
             ("baseline ×2", 0): 93, ("baseline ×2", 1): 94, ("+warmup ×2", 0): 95, ("+warmup ×2", 1): 97}  # fmt: skip
-    results = []
     for run in plan(spec, out=tmp_path, seeds=[0, 1]):
         result = {"step_index": run.step_index, "step": run.step, "parent": run.parent, "seed": run.seed, "val_top1": top1[run.step, run.seed],
                   "val_top1_curve": [1.0], "run_dir": run.run_dir.relative_to(tmp_path).as_posix(), "budget": run.budget, "unbudgeted": run.unbudgeted}  # fmt: skip
         run.run_dir.mkdir(parents=True)
         (run.run_dir / "result.json").write_text(json.dumps(result))
-        results.append(result)
-    write_results_csv(tmp_path, results)
     write_report(tmp_path)
     section = (tmp_path / "results.md").read_text().split("### Δ prev against the budget")[1]
     # +warmup: per-seed differences -1, 0 at x1 (mean -0.5), +2, +3 at x2 (mean +2.5; t(1) * 0.707 / 1.414 = 6.35).

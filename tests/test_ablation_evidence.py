@@ -30,13 +30,6 @@ def write_run(out: Path, step_index: int, step: str, parent: str, seed: int, wro
     (run_dir / "result.json").write_text(json.dumps(result))
 
 
-def write_csv(out: Path) -> None:
-    from bagoftricks.ablation.report import write_results_csv
-
-    results = [json.loads(p.read_text()) for p in sorted(out.rglob("result.json"))]
-    write_results_csv(out, sorted(results, key=lambda r: (r["step_index"], r["seed"])))
-
-
 def section_rows(text: str) -> dict[tuple[str, str], list[str]]:
     section = text.split("### Image by image")[1]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
@@ -51,7 +44,6 @@ def test_same_accuracy_different_mistakes_is_not_identical(tmp_path):
         write_run(tmp_path, 1, "same", "base", seed, [0, 1, 2, 3])
         write_run(tmp_path, 2, "swapped", "same", seed, [4, 5, 6, 7])
         write_run(tmp_path, 3, "better", "swapped", seed, [4, 5, 6, 7] + ([0, 1, 2, 3] if seed == 2 else []))
-    write_csv(tmp_path)
     write_report(tmp_path)
     rows = section_rows((tmp_path / "results.md").read_text())
     assert "(test split, 40 images)" in (tmp_path / "results.md").read_text()

@@ -18,8 +18,8 @@ from rich.console import Console
 from test_ablation import TINY_SET, TINY_STEPS, write_spec
 
 from bagoftricks.ablation import ablate, ablate_main
-from bagoftricks.ablation import runner as ablation_runner
-from bagoftricks.ablation.files import atomic_write
+from bagoftricks.ablation import launch
+from bagoftricks.ablation.store import atomic_write
 from bagoftricks.errors import ConfigError, UserError
 
 
@@ -36,7 +36,7 @@ def no_training(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a run trained although the spec is wrong")
 
-    monkeypatch.setattr(ablation_runner, "execute", fail)
+    monkeypatch.setattr(launch, "execute", fail)
 
 
 def fake_result(out: Path, step_index: int, step: str, seed: int, top1: float) -> None:

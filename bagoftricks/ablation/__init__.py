@@ -27,17 +27,20 @@ In ``leave-one-out`` and ``factorial`` modes the first step is the baseline and 
 trick (``from:`` is refused); the spec expands to the design's rows, named by their tricks (``without
 cosine``, ``warmup + mixup``).
 
+The pipeline, one small module each: ``spec`` (YAML in) -> ``design`` (rows) -> ``plan`` (``PlannedRun``s,
+``<out>/plan.json``; every run parsed and checked as ``fit`` checks it, before any run trains) -> ``launch``
+(in this process, ``--jobs`` workers) or ``slurm`` (one job array) -> ``execute`` (one run) -> ``record``
+(``RunRecord``, the run's ``result.json``) -> ``store`` (the output folder: paths, atomic writes, locks,
+``results.csv``) -> ``report`` (``stats``, ``render``, ``figures``).
+
 Each run is ``bagoftricks fit -c BASE... [the spec's set] [each step's -c/--key in its chain]
 --seed_everything S`` with its folder ``<out>/<NN-step>/seed<S>/`` (``config.yaml``, ``metrics.csv``,
-``checkpoints/``, ``result.json``), trained in-process through ``cli_main(args, run=False)`` so torch
-and Lightning load once. ``result.json`` is written atomically when a run ends: a finished run is skipped
-when the command is repeated, and a killed run (``last.ckpt``, no ``result.json``) resumes from its
-last checkpoint. Each run also keeps ``predictions.pt``: the final weights' top-5 class ids and the labels
-on the val and test splits. ``results.csv`` (one row per run, every finished run of the spec in the
-output folder) is rewritten atomically after every run; ``results.md`` (the per-step table with deltas
-paired by seed, Holm-adjusted; the image-by-image comparisons; a factorial design's effects, from
-``design.json``) and ``top1.png``, ``val_curves.png``, ``lr.png`` (and ``budget.png`` with ``budgets``) at the end. Before the first run, every
-step's arguments are parsed, so a wrong key fails at once, naming the spec, step and key.
+``checkpoints/``, ``predictions.pt``: the final weights' top-5 class ids and the labels on the val and test
+splits, ``result.json``). A finished run is never trained again, whichever launcher ran it; a killed run
+(``last.ckpt``, no ``result.json``) resumes from its last checkpoint; a run whose loss is not finite is
+recorded as diverged and left out of the statistics. ``results.md`` (the per-step table with deltas paired
+by seed, Holm-adjusted; the image-by-image comparisons; a factorial design's effects), ``results.csv`` and
+``top1.png``, ``val_curves.png``, ``lr.png`` (and ``budget.png`` with ``budgets``) are written from the records.
 
 Reported top-1 is the last epoch's ``val/top1`` (the paper's final accuracy; the best epoch's is
 kept as ``val_top1_best`` but is biased upwards). ``test/*`` comes from the final weights on the
@@ -54,48 +57,34 @@ Flags:
                          command is ``bagoftricks ablate SPEC --wandb --only=<index>``; run nothing
     --wandb              log to W&B too (offline when no credentials); also on when the configs name a WandbLogger
     --set KEY=VALUE      override a CLI key in every run, after the spec (``--set data.root=/datasets``)
-    --jobs N             train N runs at once in worker processes (a share of the cores, or a GPU, each)
+    --jobs N             train N runs at once in worker processes, cores // N threads each (default: one run
+                         per core with one thread, so the numbers depend on the CPU's instruction set, not on
+                         its core count; one per GPU on GPUs)
     --no-report          train only; leave results.md and the plots to a later call
+    --report             train nothing; write results.md and the plots from the finished runs
+    --launcher slurm     submit the unfinished runs as one SLURM job array (``--slurm.partition``,
+                         ``--slurm.gpus_per_node``, ``--slurm.cpus_per_task``, ``--slurm.mem_gb``,
+                         ``--slurm.timeout_min``, ``--slurm.array_parallelism``, ``--slurm.account``, ``--slurm.qos``,
+                         ``--slurm.constraint``, ``--slurm.sbatch OPTION=VALUE`` for any other); returns after
+                         submitting unless ``--wait``
 
 With W&B, each run is ``group`` = spec name, ``name`` = ``"<step> s<seed>"``, ``tags`` = the tricks
 switched on, and its config holds the complete resolved configuration plus ``ablation.tricks``.
 """
 
+from bagoftricks.ablation.command import ablate, ablate_main
 from bagoftricks.ablation.design import Design, design, effects
-from bagoftricks.ablation.report import (
-    figure_lr,
-    figure_top1,
-    figure_val_curves,
-    load_results,
-    markdown_table,
-    summarize,
-    write_report,
-)
-from bagoftricks.ablation.runner import ablate, ablate_main
-from bagoftricks.ablation.spec import Run, Spec, load_spec, plan
-from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, t_quantile
+from bagoftricks.ablation.figures import figure_lr, figure_top1, figure_val_curves
+from bagoftricks.ablation.plan import PlannedRun, Run, plan
+from bagoftricks.ablation.record import RunRecord
+from bagoftricks.ablation.render import markdown_table, more_sections
+from bagoftricks.ablation.report import load_results, write_report
+from bagoftricks.ablation.spec import Spec, load_spec
+from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, summarize, t_quantile
+from bagoftricks.ablation.store import Store
 
 __all__ = [
-    "Design",
-    "Paired",
-    "Run",
-    "Spec",
-    "ablate",
-    "ablate_main",
-    "design",
-    "effects",
-    "figure_lr",
-    "figure_top1",
-    "figure_val_curves",
-    "holm",
-    "load_results",
-    "load_spec",
-    "markdown_table",
-    "mcnemar",
-    "mean_ci",
-    "paired",
-    "plan",
-    "summarize",
-    "t_quantile",
-    "write_report",
-]
+    "Design", "Paired", "PlannedRun", "Run", "RunRecord", "Spec", "Store", "ablate", "ablate_main", "design", "effects",
+    "figure_lr", "figure_top1", "figure_val_curves", "holm", "load_results", "load_spec", "markdown_table", "mcnemar",
+    "mean_ci", "more_sections", "paired", "plan", "summarize", "t_quantile", "write_report",
+]  # fmt: skip

@@ -142,13 +142,14 @@ def design_record(plan: Design, step_names: list[str]) -> dict:
     return {"factors": list(plan.factors), "runs_per_seed": len(plan.matrix), "generators": list(plan.generators), "steps": step_names}
 
 
-def effects_section(record: dict, rows: list[dict]) -> str:
-    """The markdown section of results.md with the main effects and two-way interactions of a factorial ablation."""
+def effects_section(record: dict, records: list) -> str:
+    """The markdown section of results.md with the main effects and two-way interactions of a factorial ablation,
+    from the runs' records (diverged runs left out: a seed missing a row is not a complete replicate)."""
     plan = design(record["factors"], record["runs_per_seed"])
     by_seed: dict[int, dict[str, float]] = {}
-    for row in rows:
-        if row["val_top1"] is not None:
-            by_seed.setdefault(int(row["seed"]), {})[row["step"]] = row["val_top1"]
+    for run in records:
+        if run.val_top1 is not None and not run.diverged:
+            by_seed.setdefault(run.seed, {})[run.step] = run.val_top1
     complete = {seed: [values[name] for name in record["steps"]] for seed, values in sorted(by_seed.items()) if set(record["steps"]) <= set(values)}
     k, runs = len(plan.factors), len(plan.matrix)
     kind = f"2^{k} full factorial" if not plan.generators else f"2^({k}-{k - round(math.log2(runs))}) fraction, {', '.join(plan.generators)}, resolution {_roman(plan.resolution)}"
@@ -157,8 +158,8 @@ def effects_section(record: dict, rows: list[dict]) -> str:
         return "\n".join([*lines, "No seed has finished every row of the design yet.", ""])
     lines += ["| effect | estimate (points) [95% CI] | p (Holm) | aliased with |", "|---|---|---|---|"]
     for e in effects(plan, complete):
-        interval = f" [{e.low:+.2f}, {e.high:+.2f}]" if not math.isnan(e.low) else ""
-        mark = " *" if e.p_holm < 0.05 else "" if not math.isnan(e.low) and (e.low > 0 or e.high < 0) else " ~"
+        interval = f" [{e.low:+.2f}, {e.high:+.2f}]" if not math.isnan(e.low) else " (no spread)" if e.n >= 2 else ""
+        mark = "" if math.isnan(e.low) else " *" if e.p_holm < 0.05 else "" if e.low > 0 or e.high < 0 else " ~"
         p_holm = "" if math.isnan(e.p_holm) else f"{e.p_holm:.3g}"
         lines.append(f"| {e.label} | {e.estimate:+.2f}{interval}{mark} | {p_holm} | {', '.join(e.aliases)} |")
     aliasing = (
@@ -170,7 +171,8 @@ def effects_section(record: dict, rows: list[dict]) -> str:
         "",
         "Effect: mean top-1 with the trick (or, for A x B, with both or neither) minus mean top-1 without, over the "
         "design's rows; estimated per seed (a seed is one replicate of the whole design) and averaged, with the "
-        f"t-interval over seeds. `~`: the interval includes 0; `*`: significant at 5% after Holm's adjustment over the table. "
+        f"t-interval over seeds. `~`: the interval includes 0; `*`: significant at 5% after Holm's adjustment over the table; "
+        "`(no spread)`: every seed gave the same estimate, which a t-interval cannot test (not marked). "
         f"Aliasing: {aliasing}.",
         "",
     ]

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from bagoftricks.ablation.files import replacing
+from bagoftricks.ablation.store import replacing
 from bagoftricks.ablation.stats import mcnemar
 
 TOP_K = 5  # enough for top-5 accuracy and for "which classes does it confuse"
@@ -50,7 +48,17 @@ def predict_split(trainer: L.Trainer, model: L.LightningModule, loader) -> dict[
 
 
 def save_predictions(path: Path, trainer: L.Trainer, model: L.LightningModule, datamodule, with_test: bool) -> None:
-    """``predictions.pt`` of one run: its val (and with ``with_test``, test) predictions, written atomically."""
+    """``predictions.pt`` of one run: its val (and with ``with_test``, test) predictions, written atomically.
+
+    Under a multi-process strategy each rank would see only its share of the images: rank 0 predicts every
+    image, in the loaders' order, with a one-device trainer of its own, and the other ranks write nothing.
+    """
+    if not trainer.is_global_zero:
+        return
+    if trainer.world_size > 1:
+        root = trainer.strategy.root_device
+        trainer = L.Trainer(accelerator=root.type, devices=[root.index] if root.type == "cuda" else 1, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, precision=trainer.precision)  # fmt: skip
     predictions = {"val": predict_split(trainer, model, datamodule.val_dataloader())}
     if with_test:
         predictions["test"] = predict_split(trainer, model, datamodule.test_dataloader())
@@ -58,13 +66,13 @@ def save_predictions(path: Path, trainer: L.Trainer, model: L.LightningModule, d
         torch.save(predictions, tmp)
 
 
-def load_correct(out_dir: Path, rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[int, torch.Tensor]], torch.Tensor] | None:
+def load_correct(out_dir: Path, records: list) -> tuple[str, dict[str, dict[int, torch.Tensor]], torch.Tensor] | None:
     """The split used, each step's per-seed top-1 correctness (bool [N]) and the labels; None without predictions."""
     loaded = {}
-    for row in rows:
-        path = out_dir / row["run_dir"] / "predictions.pt"
+    for record in records:
+        path = out_dir / record.run_dir / "predictions.pt"
         if path.is_file():
-            loaded[(row["step"], int(row["seed"]))] = torch.load(path, weights_only=True)
+            loaded[(record.step, record.seed)] = torch.load(path, weights_only=True)
     if not loaded:
         return None
     split = "test" if all("test" in p for p in loaded.values()) else "val"
@@ -102,9 +110,9 @@ def per_class_delta(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, top:
     return sorted(deltas, key=lambda item: -abs(item[1]))[:top]
 
 
-def per_image_section(out_dir: Path, rows: list[dict[str, Any]], comparisons: list[tuple[str, str]], largest: int = 3) -> str:
+def per_image_section(out_dir: Path, records: list, comparisons: list[tuple[str, str]], largest: int = 3) -> str:
     """The markdown section of results.md on the runs' predictions; empty without ``predictions.pt`` files."""
-    found = load_correct(out_dir, rows)
+    found = load_correct(out_dir, records)
     if found is None:
         return ""
     split, correct, labels = found

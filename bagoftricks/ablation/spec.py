@@ -1,11 +1,12 @@
-"""An ablation spec (YAML) -> validated steps -> one planned run per step and seed, as CLI arguments."""
+"""An ablation spec (YAML in) -> a validated ``Spec``: its steps (design and budget rows expanded), seeds and settings.
+
+The next stage, ``plan``, turns it into runs."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,49 +77,6 @@ class Spec:
         return list(dict.fromkeys(part.strip() for name in names for part in name.split("+") if part.strip()))
 
 
-@dataclass(frozen=True)
-class Run:
-    """One training run: a step of the spec with one seed, and the ``bagoftricks fit`` arguments that train it."""
-
-    index: int
-    step_index: int
-    step: str
-    parent: str  # name of the step this one builds on ('' for a root step)
-    seed: int
-    tricks: tuple[str, ...]
-    run_dir: Path
-    configs: tuple[str, ...]  # -c files in order (base first)
-    overrides: tuple[str, ...]  # the spec's --key value pairs, in the order they apply
-    wandb: dict[str, Any] | None  # WandbLogger init_args, or None without W&B
-    budget: float | None = None  # the step's epoch multiplier (None without budgets)
-    unbudgeted: str = ""  # the step's name without its budget suffix
-
-    def fit_args(self, wandb_id: str | None = None) -> list[str]:
-        """Arguments of ``bagoftricks fit`` (without the subcommand) for this run."""
-        loggers: list[dict[str, Any]] = [
-            # First logger: its log_dir (the run folder itself: no name, version ".") receives config.yaml
-            # and metrics.csv. Flushed every step, so a killed run keeps its metrics up to its last checkpoint.
-            {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(self.run_dir), "name": None, "version": ".", "flush_logs_every_n_steps": 1},
-            }
-        ]
-        if self.wandb is not None:
-            init_args = {**self.wandb, **({"id": wandb_id, "resume": "allow"} if wandb_id else {})}
-            loggers.append({"class_path": WANDB_LOGGER, "init_args": init_args})
-        # Quiet by default: the runner shows one progress line across runs; a spec may turn these back on.
-        args = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-        args += [arg for config in self.configs for arg in ("-c", config)]
-        args += list(self.overrides)
-        args += ["--seed_everything", str(self.seed), "--trainer.default_root_dir", str(self.run_dir)]
-        args += ["--trainer.logger", one_line(loggers), "--checkpoint.dirpath", str(self.run_dir / "checkpoints")]
-        return args
-
-    def command(self) -> str:
-        """The equivalent shell command."""
-        return shlex.join(["bagoftricks", "fit", *self.fit_args()])
-
-
 def one_line(value: Any) -> str:
     """A CLI value: strings as they are, everything else as one line of YAML."""
     if isinstance(value, str):
@@ -177,10 +135,23 @@ def _unknown(spec_path: Path, mapping: dict, allowed: tuple[str, ...], where: st
         raise ConfigError(f"{spec_path}: {where} has unknown key(s) {', '.join(unknown)}; allowed are {', '.join(allowed)}.")
 
 
+def read_text(path: Path) -> str:
+    """A spec or config file's text; a binary or UTF-16 file is refused in one sentence naming it."""
+    data = path.read_bytes()
+    head = data[:4096]
+    ascii_halves = len(head) >= 4 and (head[1::2].count(0) == len(head) // 2 or head[0::2].count(0) == len(head) // 2)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or ascii_halves:
+        raise ConfigError(f"{path} looks like UTF-16 text; save it as UTF-8 (the encoding YAML files are read in).")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start} is not valid); name a YAML file, saved as UTF-8.") from None
+
+
 def read_yaml(path: Path) -> Any:
     """A spec or config file's YAML; a syntax error names the file and line."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
@@ -205,8 +176,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
     seeds = raw.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers, such as [0, 1, 2].")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{path}: seeds {seeds} repeat a seed; each seed must appear once.")
+    check_seeds(seeds, f"{path}: seeds")
     raw_steps = raw.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ConfigError(f"{path} has no steps; list at least a baseline under `steps:`.")
@@ -254,6 +224,18 @@ def load_spec(path: str | os.PathLike) -> Spec:
         keep_checkpoints=raw.get("keep_checkpoints", True),
         design=design,
     )
+
+
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's (and so Lightning's seed_everything's) generator takes
+
+
+def check_seeds(seeds: list[int], where: str) -> None:
+    """Each seed once, inside numpy's range; else one sentence starting with ``where``."""
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where} {','.join(map(str, seeds))} repeat a seed; each seed must appear once.")
+    low, high = SEED_RANGE
+    if bad := [s for s in seeds if not low <= s <= high]:
+        raise ConfigError(f"{where}: seed {bad[0]} is outside numpy's seed range {low} to {high}; use seeds such as 0,1,2.")
 
 
 def budget_rows(path: Path, steps: list[Step], budgets: Any) -> list[Step]:
@@ -337,55 +319,3 @@ def wandb_init_args(spec: Spec) -> dict[str, Any] | None:
             if name.split(".")[-1] == "WandbLogger":
                 found = dict(entry.get("init_args") or {}) if isinstance(entry, dict) else {}
     return found
-
-
-def plan(
-    spec: Spec,
-    out: str | os.PathLike | None = None,
-    seeds: list[int] | None = None,
-    wandb: bool = False,
-    extra: dict[str, Any] | None = None,
-) -> list[Run]:
-    """Every run of the spec in order (step-major, then seed), with its folder and CLI arguments.
-
-    ``extra`` are overrides that apply last (the ``--set`` flag of ``bagoftricks ablate``).
-    """
-    out = spec.out_dir(out)
-    user_wandb = wandb_init_args(spec)
-    runs: list[Run] = []
-    for i, step in enumerate(spec.steps):
-        chain = spec.chain(i)
-        configs = list(spec.base)
-        overrides = set_args({k: v for k, v in spec.set.items() if k != "trainer.logger"})
-        # Each step's files, then its keys, in chain order: a later step overrides an earlier one.
-        for j in chain:
-            overrides += [arg for config in spec.steps[j].configs for arg in ("-c", config)]
-            overrides += set_args({k: v for k, v in spec.steps[j].set.items() if k != "trainer.logger"})
-        overrides += set_args(extra or {})
-        tricks = tuple(spec.tricks(i))
-        parent = spec.steps[step.reference].name if step.reference is not None else ""
-        for seed in seeds if seeds is not None else spec.seeds:
-            run_dir = out / step_folder(i, step.name) / f"seed{seed}"
-            logger = None
-            if wandb or user_wandb is not None:
-                # The user's WandbLogger settings (project, entity, ...) stay; the ablation names and groups the run.
-                logger = {"project": "bagoftricks", **(user_wandb or {})}
-                logger.update(save_dir=str(run_dir), group=spec.name, name=f"{step.name} s{seed}", tags=[t[:64] for t in tricks])
-            runs.append(Run(len(runs), i, step.name, parent, seed, tricks, run_dir, tuple(configs), tuple(overrides), logger,
-                            step.budget, step.unbudgeted))  # fmt: skip
-    return runs
-
-
-def sweep_config(spec_path: str | os.PathLike, runs: list[Run], name: str, cli_args: list[str]) -> dict[str, Any]:
-    """A W&B grid sweep whose only parameter is the run index: each agent call trains one planned run.
-
-    W&B expands ``${args}`` to ``--only=<index>``, so the agent runs
-    ``bagoftricks ablate SPEC ... --wandb --only=<index>``, the same command a SLURM array would.
-    """
-    return {
-        "name": name,
-        "program": "bagoftricks",
-        "method": "grid",
-        "parameters": {"only": {"values": [run.index for run in runs]}},
-        "command": ["bagoftricks", "ablate", str(spec_path), *cli_args, "--wandb", "${args}"],
-    }

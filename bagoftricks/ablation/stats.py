@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 
 def _betainc_fraction(a: float, b: float, x: float) -> float:
@@ -81,7 +81,7 @@ class Paired:
     reference: str
     n: int
     delta: float
-    low: float  # NaN with fewer than 2 pairs
+    low: float  # NaN with fewer than 2 pairs, or pairs whose differences all agree (no spread)
     high: float
     p: float  # two-sided p of the paired t-test (NaN with fewer than 2 pairs)
     p_holm: float = math.nan  # p after Holm's adjustment across the table
@@ -93,13 +93,12 @@ class Paired:
 
 
 def one_sample(values: list[float]) -> tuple[float, float, float, float]:
-    """Mean, 95% t-interval (low, high) and two-sided p of "the mean is 0"; NaN interval and p for one value.
-    Values that all agree are certain within these seeds: a zero-width interval, p 0 (or 1 when all are 0)."""
+    """Mean, 95% t-interval (low, high) and two-sided p of "the mean is 0"; NaN interval and p for fewer than
+    two values, and for values that all agree: a t-interval from zero variance has zero width whatever the
+    number of seeds, and would mark any shift significant; it says too little to test."""
     mean, std, half_width = mean_ci(values)
-    if len(values) < 2:
+    if len(values) < 2 or std == 0:
         return mean, math.nan, math.nan, math.nan
-    if std == 0:
-        return mean, mean, mean, 1.0 if mean == 0 else 0.0
     t = mean / (std / math.sqrt(len(values)))
     return mean, mean - half_width, mean + half_width, min(1.0, 2 * t_sf(abs(t), len(values) - 1))
 
@@ -142,3 +141,65 @@ def mcnemar(only_a: int, only_b: int) -> tuple[float, float]:
     exact = min(1.0, 2 * tail)
     mid = min(1.0, 2 * (tail - 0.5 * math.exp(_log_binom_pmf(k, n))))
     return exact, mid
+
+
+# ----------------------------------------------------------------------------- one summary per step, from run records
+
+
+@dataclass
+class StepSummary:
+    index: int
+    name: str
+    parent: str
+    n: int
+    top1: list[float]
+    top1_mean: float
+    top1_std: float
+    top1_ci: float
+    delta_prev: Paired | None  # vs the step this one builds on, paired by seed
+    delta_base: Paired | None  # vs the first step
+    top5_mean: float
+    test_top1_mean: float
+    time_per_epoch_s: float
+    params: float
+    macs: float
+    diverged: list[int] = field(default_factory=list)  # seeds whose runs diverged: kept out of every number
+
+
+def _mean(records: list, key: str) -> float:
+    values = [getattr(r, key) for r in records if getattr(r, key) is not None]
+    return statistics.fmean(values) if values else math.nan
+
+
+def _with_holm(summaries: list[StepSummary]) -> list[StepSummary]:
+    """Holm's adjustment over the distinct comparisons of the table (a step whose parent is the base is one test)."""
+    tests = {(s.name, d.reference): d for s in summaries for d in (s.delta_prev, s.delta_base) if d is not None}
+    adjusted = dict(zip(tests, holm([d.p for d in tests.values()])))
+    for s in summaries:
+        for name in ("delta_prev", "delta_base"):
+            if (d := getattr(s, name)) is not None:
+                setattr(s, name, replace(d, p_holm=adjusted[(s.name, d.reference)]))
+    return summaries
+
+
+def summarize(records: list) -> list[StepSummary]:
+    """One summary per step (in spec order) from the runs' records; diverged runs are counted, not averaged."""
+    by_step: dict[str, list] = {}
+    for record in sorted(records, key=lambda r: (r.step_index, r.seed)):
+        by_step.setdefault(record.step, []).append(record)
+    usable = {name: [r for r in group if not r.diverged] for name, group in by_step.items()}
+    by_seed = {name: {r.seed: r.val_top1 for r in group if r.val_top1 is not None} for name, group in usable.items()}
+    base = next(iter(by_step), "")
+
+    def delta(name: str, other: str) -> Paired | None:
+        return paired(by_seed[name], by_seed[other], other) if other and other != name and other in by_seed else None
+
+    summaries = []
+    for name, group in by_step.items():
+        top1, kept = list(by_seed[name].values()), usable[name]
+        summary = StepSummary(group[0].step_index, name, group[0].parent or "", len(top1), top1, *mean_ci(top1),
+                              delta(name, group[0].parent or ""), delta(name, base),
+                              _mean(kept, "val_top5"), _mean(kept, "test_top1"), _mean(kept, "time_per_epoch_s"),
+                              _mean(group, "params"), _mean(group, "macs"), [r.seed for r in group if r.diverged])  # fmt: skip
+        summaries.append(summary)
+    return _with_holm(summaries)

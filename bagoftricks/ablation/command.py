@@ -1,0 +1,229 @@
+"""``bagoftricks ablate SPEC``: spec -> plan -> launch -> records -> report, and its command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from bagoftricks.ablation.execute import default_wandb_offline
+from bagoftricks.ablation.launch import ddp_rank_run, default_jobs, run_jobs, train_runs
+from bagoftricks.ablation.plan import PlannedRun, plan, sweep_config
+from bagoftricks.ablation.render import log_summary, print_table
+from bagoftricks.ablation.report import write_report
+from bagoftricks.ablation.spec import Spec, check_seeds, load_spec, one_line
+from bagoftricks.ablation.store import Store, atomic_write, disk_error
+from bagoftricks.errors import ConfigError, UserError
+
+SLURM_OPTIONS = {  # --slurm.<name>: (type, help)
+    "partition": (str, "the partition to submit to"),
+    "gpus_per_node": (int, "GPUs per array task (one run each)"),
+    "cpus_per_task": (int, "CPU cores per array task"),
+    "mem_gb": (float, "memory per array task, GB"),
+    "timeout_min": (int, "time limit per array task, minutes (a run that hits it is requeued and resumes)"),
+    "array_parallelism": (int, "at most this many array tasks at once"),
+    "account": (str, "the account to charge"),
+    "qos": (str, "the quality of service"),
+    "constraint": (str, "node features, as sbatch --constraint"),
+}
+
+
+def _unfinished(store: Store, selected: list[PlannedRun], console: Console) -> list[PlannedRun]:
+    """The runs without a record; warns about finished runs whose settings differ from the plan's now."""
+    todo = []
+    for run in selected:
+        if not store.record_path(run).is_file():
+            todo.append(run)
+            continue
+        from bagoftricks.ablation.record import RunRecord
+
+        done = RunRecord.from_json(store.record_path(run))
+        if list(done.configs) != list(run.configs) or list(done.overrides) != list(run.overrides):
+            console.print(f"[yellow]warning:[/] {run.run_dir} was finished with other settings; delete it to rerun it.")
+    if len(todo) < len(selected):
+        console.print(f"{len(selected) - len(todo)} of {len(selected)} runs already finished (result.json): skipped.")
+    return todo
+
+
+def _export_sweep(path: Path, spec: Spec, runs: list[PlannedRun], cli_args: list[str], console: Console) -> None:
+    """A W&B grid sweep over the run indices (see ``plan.sweep_config``)."""
+    if path.is_dir():
+        raise UserError(f"--export-sweep {path} is a folder; name the sweep file to write, such as {path / 'sweep.yaml'}.")
+    if not path.parent.is_dir():
+        raise UserError(f"--export-sweep {path}: its folder {path.parent} does not exist; create it or name a file in an existing folder.")
+    sweep = sweep_config(spec.path, runs, spec.name, cli_args)
+    header = f"# wandb sweep {path}  # then: wandb agent ENTITY/PROJECT/SWEEP_ID (each agent call trains one run of {spec.path})\n"
+    atomic_write(path, header + yaml.safe_dump(sweep, sort_keys=False))
+    console.print(f"W&B sweep over {len(runs)} runs written to {path}.")
+
+
+def _report(spec: Spec, store: Store, runs: list[PlannedRun], console: Console) -> None:
+    records = store.records(spec)
+    if not records:
+        console.print(f"No finished run of {spec.path} in {store.out} yet: no report.")
+        return
+    summaries = write_report(store.out, title=spec.name, records=records)
+    print_table(summaries, title=spec.name, console=console)
+    if runs and runs[0].wandb is not None:
+        log_summary(spec.name, spec.path, store.out, summaries, records, runs[0].wandb)
+    console.print(f"Results in {store.out}: results.md, results.csv, top1.png, val_curves.png, lr.png.")
+
+
+def ablate(
+    spec_path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    seeds: list[int] | None = None,
+    dry_run: bool = False,
+    export_sweep: str | os.PathLike | None = None,
+    only: list[int] | None = None,
+    wandb: bool = False,
+    overrides: dict[str, Any] | None = None,
+    console: Console | None = None,
+    jobs: int | None = 1,
+    report: bool = True,
+    launcher: str = "local",
+    slurm: dict[str, Any] | None = None,
+    wait: bool = False,
+    report_only: bool = False,
+) -> Path:
+    """Run (or with ``dry_run`` print, with ``export_sweep`` export, with ``report_only`` only report) an
+    ablation spec; return its output folder. ``jobs`` None: one run per core (per GPU on GPUs)."""
+    console = console or Console()
+    if out is not None and not str(out).strip():
+        raise UserError("--out '' names no folder; leave it out for runs/<spec name>, or name a folder.")
+    if only is not None and not only:
+        raise UserError("--only '' names no run (an unset array variable?); give run indices such as 0,3 or leave it out for every run.")
+    if seeds is not None:
+        if not seeds:
+            raise ConfigError("--seeds '' must name each seed once, such as 0,1,2 (leave it out for the spec's).")
+        check_seeds(seeds, "--seeds")
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} must be at least 1.")
+    spec = load_spec(spec_path)
+    store = Store(spec.out_dir(out))
+    runs = plan(spec, store.out, seeds, wandb=wandb, extra=overrides, console=console, files=not dry_run and export_sweep is None)
+    for index in only or []:
+        if not 0 <= index < len(runs):
+            raise ConfigError(f"--only {index} is out of range: {spec.path} has {len(runs)} runs (0 to {len(runs) - 1}).")
+    selected = [runs[i] for i in dict.fromkeys(only)] if only else runs  # a run named twice trains once
+    if export_sweep is not None:
+        _export_sweep(Path(export_sweep), spec, runs, _cli_args(out, seeds, overrides), console)
+    if dry_run:
+        for run in selected:
+            print(run.command())
+    if dry_run or export_sweep is not None:
+        return store.out
+    store.check_writable()
+    try:
+        with store.lock():
+            if report_only:
+                _report(spec, store, runs, console)
+                return store.out
+            store.write_plan(runs, spec)
+            if any(run.wandb is not None for run in runs):
+                default_wandb_offline(console)
+            todo = _unfinished(store, selected, console)
+            try:
+                if launcher == "slurm":
+                    from bagoftricks.ablation.slurm import submit
+
+                    if not submit(store, todo, slurm or {}, wait, spec, console):
+                        return store.out
+                elif jobs > 1 and len(todo) > 1:
+                    run_jobs(store, todo, jobs, console)
+                elif todo:
+                    train_runs(todo, store, len(runs), console)
+            finally:
+                store.export_csv(store.records(spec))  # whole after a failed run too
+            if report:
+                _report(spec, store, runs, console)
+    except OSError as err:
+        if (user_error := disk_error(err, store.out)) is None:
+            raise
+        raise user_error from err
+    return store.out
+
+
+def _cli_args(out: str | os.PathLike | None, seeds: list[int] | None, overrides: dict[str, Any] | None) -> list[str]:
+    """The ``ablate`` flags that give another process (a sweep agent) the same runs."""
+    args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
+    return args + [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={one_line(value)}")]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as trainer.max_epochs=2, got {text!r}")
+    try:
+        return key.strip().removeprefix("--"), yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise argparse.ArgumentTypeError(f"the value of {key.strip()} is not valid YAML ({problem}): {value!r}; quote it or fix it") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UserError(f"{message} (see `bagoftricks ablate --help`).")
+
+
+def ablate_main(argv: list[str] | None = None) -> Path | None:
+    """``bagoftricks ablate SPEC [flags]``; the flags are described in the package docstring."""
+    if ddp_rank_run():
+        return None
+    parser = _Parser(
+        prog="bagoftricks ablate",
+        description="Train every step x seed of an ablation spec, then write results.csv, results.md and plots.",
+    )
+    parser.add_argument("spec", help="the ablation spec (YAML)")
+    parser.add_argument("--out", help="output folder (default: runs/<spec name>)")
+    parser.add_argument("--seeds", type=_int_list, help="seeds instead of the spec's, e.g. 0,1,2")
+    parser.add_argument("--only", type=_int_list, help="run only these run indices (0-based; for sweeps and SLURM arrays)")
+    parser.add_argument("--dry-run", action="store_true", help="print each run's `bagoftricks fit` command; run nothing")
+    parser.add_argument("--export-sweep", metavar="FILE", help="write a W&B grid sweep over the run indices; run nothing")
+    parser.add_argument("--wandb", action="store_true", help="log every run to W&B as well (offline without credentials)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="train N runs at once in worker processes, cores // N threads each (default: one per core, or per GPU)")  # fmt: skip
+    parser.add_argument("--no-report", action="store_true", help="train only; leave results.md and the plots to a later call")
+    parser.add_argument("--report", action="store_true", help="train nothing: write results.md and the plots from the finished runs")
+    parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="override a CLI key in every run, after the spec (e.g. data.root=/datasets)")  # fmt: skip
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the runs train (slurm: one job array, via submitit)")
+    parser.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the array, then write the report")
+    for name, (kind, text) in SLURM_OPTIONS.items():
+        parser.add_argument(f"--slurm.{name}", dest=f"slurm_{name}", type=kind, help=text)
+    parser.add_argument("--slurm.sbatch", dest="slurm_sbatch", type=_key_value, action="append", default=[], metavar="OPTION=VALUE",
+                        help="any other sbatch option, e.g. --slurm.sbatch exclude=node7 (repeatable)")  # fmt: skip
+    args = parser.parse_args(argv)
+    slurm = {name: getattr(args, f"slurm_{name}") for name in SLURM_OPTIONS if getattr(args, f"slurm_{name}") is not None}
+    if args.slurm_sbatch:
+        slurm["sbatch"] = dict(args.slurm_sbatch)
+    if (slurm or args.wait) and args.launcher != "slurm":
+        raise UserError("--slurm.* options and --wait apply to --launcher slurm; add it or leave them out.")
+    return ablate(
+        args.spec,
+        out=args.out,
+        seeds=args.seeds,
+        dry_run=args.dry_run,
+        export_sweep=args.export_sweep,
+        only=args.only,
+        wandb=args.wandb,
+        overrides=dict(args.set),
+        jobs=args.jobs,
+        report=not args.no_report,
+        launcher=args.launcher,
+        slurm=slurm,
+        wait=args.wait,
+        report_only=args.report,
+    )

@@ -1,0 +1,233 @@
+"""Train one planned run in this process, resuming it if it was killed, and write its ``RunRecord``.
+
+The run is ``bagoftricks fit ARGS`` built through ``cli_main(args, run=False)`` (so torch and Lightning load
+once per process), checked by the CLI's own ``before_fit``, then fitted here with an epoch timer and, for a
+killed run, its ``last.ckpt``. A run whose loss stops being finite is recorded as diverged, not raised: it
+is a finding about the recipe, and the ablation goes on with the other runs.
+Under a multi-process strategy (DDP) every rank trains; rank 0 alone writes the record and the predictions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import netrc
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightning as L
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import Callback
+
+from bagoftricks.ablation.evidence import save_predictions
+from bagoftricks.ablation.plan import PlannedRun
+from bagoftricks.ablation.record import DIVERGED, FINISHED, RunRecord, divergence, read_metrics, summarize_run
+from bagoftricks.ablation.store import Store
+from bagoftricks.cli import cli_main, ignore_known_warnings
+from bagoftricks.errors import TrainingDivergedError
+from bagoftricks.models import model_stats
+
+# Set for the processes a multi-process strategy starts from this one: they train this run, nothing else.
+RUN_ENV = "BAGOFTRICKS_ABLATION_RUN"
+
+
+class EpochTimer(Callback):
+    """Logs ``time/epoch_s``: wall time of each epoch, training, validation and checkpointing included."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("time/epoch_s", time.perf_counter() - self.start, on_step=False, on_epoch=True)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's per-run INFO lines (devices, seeds, param groups) times 24 runs would bury the progress line.
+
+    Each distinct warning is shown once per ablation, not once per run (Lightning's own filter changes
+    reset Python's once-per-location memory), unless the user chose warning filters with ``-W``.
+    """
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            if not sys.warnoptions:
+                warnings.simplefilter("once")
+                ignore_known_warnings()  # ahead of "once", which would otherwise show them once per run
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def bare_argv():
+    """No ``ablate`` arguments in ``sys.argv`` while LightningCLI parses the run's own (it warns about both)."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def default_wandb_offline(console) -> None:
+    """Without W&B credentials (WANDB_API_KEY or a ~/.netrc entry), log offline instead of prompting."""
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    with contextlib.suppress(OSError, netrc.NetrcParseError):
+        if netrc.netrc().authenticators(host):
+            return
+    os.environ["WANDB_MODE"] = "offline"
+    console.print("W&B: no credentials found, logging offline (upload later with `wandb sync`).")
+
+
+def _prepare_run_dir(run_dir: Path) -> Path | None:
+    """Resume from ``checkpoints/last.ckpt`` if a killed run left one, else start from an empty folder."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        # The CSVLogger deletes metrics.csv when it starts: keep the metrics so far as a numbered part.
+        if (run_dir / "metrics.csv").is_file():
+            part = len(list(run_dir.glob("metrics.part*.csv")))
+            os.replace(run_dir / "metrics.csv", run_dir / f"metrics.part{part}.csv")
+        (run_dir / "config.yaml").unlink(missing_ok=True)  # rewritten, now with the resumed run's config
+        return last
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a run that failed before its first checkpoint starts over
+    run_dir.mkdir(parents=True)
+    return None
+
+
+def _remove_partial_checkpoints(run_dir: Path) -> None:
+    """Delete checkpoints cut short (a full disk mid-write): a torch checkpoint is a zip archive, and a
+    truncated one lacks the zip's closing directory. A later resume must not load half a file."""
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        if path.is_file() and not zipfile.is_zipfile(path):
+            path.unlink()
+
+
+def _git_commit() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    return ""
+
+
+def _device(trainer: L.Trainer) -> str:
+    root = trainer.strategy.root_device
+    if root.type == "cuda":
+        return torch.cuda.get_device_name(root)
+    return f"{platform.machine()} {platform.processor() or 'cpu'}".strip()
+
+
+def _fit_checks(cli) -> None:
+    """Every check ``bagoftricks fit`` makes before training (its ``before_fit``), on the CLI built with
+    ``run=False``, whose config has no subcommand level."""
+    subcommand, config = cli.subcommand, cli.config
+    cli.subcommand, cli.config = "fit", Namespace(fit=config)
+    try:
+        cli.before_fit()
+    finally:
+        cli.subcommand, cli.config = subcommand, config
+
+
+def _no_lightning_requeue(trainer: L.Trainer) -> None:
+    """Under SLURM, submitit owns preemption (it requeues the task, which resumes from last.ckpt); Lightning's
+    own SLURM requeue handler would requeue the whole job a second time."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    environment = trainer._accelerator_connector.cluster_environment  # where Lightning's signal connector reads it
+    if isinstance(environment, SLURMEnvironment):
+        environment.auto_requeue = False
+
+
+def execute(run: PlannedRun, store: Store) -> RunRecord | None:
+    """Train one run (resuming it if it was killed), write its record and return it (None on ranks other than 0)."""
+    os.environ[RUN_ENV] = f"{store.out}:{run.index}"
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        last = _prepare_run_dir(run.run_dir)
+    else:  # a DDP rank started by rank 0, which has prepared the folder
+        last = run.run_dir / "checkpoints" / "last.ckpt" if (run.run_dir / "checkpoints" / "last.ckpt").is_file() else None
+    start = time.perf_counter()
+    note = ""
+    try:
+        with bare_argv(), warnings.catch_warnings():
+            # The folder holds the W&B id or, resuming, the checkpoints; the CSVLogger's warning does not apply.
+            warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
+            cli = cli_main(run.fit_args(store.wandb_id(run, last is not None or "LOCAL_RANK" in os.environ)), run=False)
+        trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+        _fit_checks(cli)
+        trainer.callbacks.append(EpochTimer())
+        _no_lightning_requeue(trainer)
+        _log_ablation_to_wandb(trainer, run)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None)
+        except TrainingDivergedError as err:
+            note = str(err).split(";")[0]
+        if not note and not trainer.state.finished:
+            raise RuntimeError(f"Training of {run.run_dir} stopped before its end ({trainer.state.status}).")
+        test_set = getattr(datamodule, "test_set", None)
+        with_test = run.test and test_set is not None and test_set is not getattr(datamodule, "val_set", None)
+        if with_test and not note:
+            # The final weights, like the reported val top-1 (the best epoch's would be biased).
+            trainer.test(model, datamodule=datamodule, verbose=False)
+        if not note:
+            save_predictions(run.run_dir / "predictions.pt", trainer, model, datamodule, with_test)
+        stats = model_stats(model.backbone, datamodule.image_size)
+        global_step, rank_zero = trainer.global_step, trainer.is_global_zero
+    except BaseException:
+        _remove_partial_checkpoints(run.run_dir)
+        raise
+    finally:
+        if run.wandb is not None:
+            import wandb
+
+            wandb.finish()
+    if not rank_zero:
+        return None
+    metrics = summarize_run(read_metrics(run.run_dir))
+    note = note or divergence(metrics)
+    record = RunRecord(
+        step_index=run.step_index, step=run.step, seed=run.seed, run_dir=run.run_dir.relative_to(store.out).as_posix(),
+        index=run.index, parent=run.parent, tricks=run.tricks, budget=run.budget, unbudgeted=run.unbudgeted,
+        status=DIVERGED if note else FINISHED, note=note, **{**metrics, "val_top1_curve": tuple(metrics["val_top1_curve"])},
+        wall_time_s=round(time.perf_counter() - start, 2), params=stats["params"], macs=stats["macs"], global_step=global_step,
+        cpu_threads=torch.get_num_threads(), device=_device(trainer), torch_version=torch.__version__, git_commit=_git_commit(),
+        resumed_from=str(last) if last else None, configs=run.configs, overrides=run.overrides,
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    store.write_record(record)
+    if not run.keep_checkpoints:
+        shutil.rmtree(run.run_dir / "checkpoints", ignore_errors=True)
+    del cli, trainer, model, datamodule
+    gc.collect()
+    # With model.compile, every run compiles a new model; without a reset, torch.compile's
+    # recompile limit would leave the later runs of a long ablation silently eager.
+    torch.compiler.reset()
+    return record
+
+
+def _log_ablation_to_wandb(trainer: L.Trainer, run: PlannedRun) -> None:
+    """The run's place in the ablation into its W&B config (``WandbConfigCallback`` logs the resolved config)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    ablation = {"spec": run.spec, "step": run.step, "seed": run.seed, "tricks": list(run.tricks)}
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.config.update({"ablation": ablation}, allow_val_change=True)

@@ -1,0 +1,328 @@
+"""Plan once: a ``Spec`` (+ ``--seeds``, ``--set``, budgets) -> the ordered ``PlannedRun``s, each parsed and checked.
+
+Every run's ``bagoftricks fit`` arguments are parsed by the CLI's own parser (one parser for the whole plan)
+and checked as ``fit`` would check them before training, for every run, before any run trains: a wrong key
+or value in step 7 must not cost the training of steps 0-6. Budgets are applied to the parsed config and
+the scaled arguments are parsed and checked like any other. The plan is what every launcher consumes
+(in-process, ``--jobs`` workers, SLURM array tasks): they read ``<out>/plan.json``, they never re-plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import shlex
+from argparse import ArgumentError
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+
+from bagoftricks import cli
+from bagoftricks.ablation.spec import WANDB_LOGGER, Spec, one_line, set_args, step_folder, wandb_init_args
+from bagoftricks.errors import ConfigError, UserError
+from bagoftricks.models.resnet import MODEL_FLAGS, min_image_size
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run: a step of the spec with one seed, and everything needed to train it anywhere."""
+
+    index: int
+    step_index: int
+    step: str
+    parent: str  # name of the step "Δ prev" compares with ('' for none)
+    seed: int
+    tricks: tuple[str, ...]
+    run_dir: Path
+    configs: tuple[str, ...]  # -c files in order (base first)
+    overrides: tuple[str, ...]  # the spec's --key value pairs (and -c diffs), in the order they apply
+    wandb: dict[str, Any] | None = None  # WandbLogger init_args, or None without W&B
+    budget: float | None = None  # the step's epoch multiplier (None without budgets)
+    unbudgeted: str = ""  # the step's name without its budget suffix
+    spec: str = ""  # the spec file, for the W&B config
+    test: bool = True  # also evaluate the final weights on the test split
+    keep_checkpoints: bool = True
+
+    def fit_args(self, wandb_id: str | None = None) -> list[str]:
+        """Arguments of ``bagoftricks fit`` (without the subcommand) for this run."""
+        loggers: list[dict[str, Any]] = [
+            # First logger: its log_dir (the run folder itself: no name, version ".") receives config.yaml
+            # and metrics.csv. Flushed every step, so a killed run keeps its metrics up to its last checkpoint.
+            {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(self.run_dir), "name": None, "version": ".", "flush_logs_every_n_steps": 1},
+            }
+        ]
+        if self.wandb is not None:
+            init_args = {**self.wandb, **({"id": wandb_id, "resume": "allow"} if wandb_id else {})}
+            loggers.append({"class_path": WANDB_LOGGER, "init_args": init_args})
+        # Quiet by default: the launcher shows one progress line across runs; a spec may turn these back on.
+        args = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+        args += [arg for config in self.configs for arg in ("-c", config)]
+        args += list(self.overrides)
+        args += ["--seed_everything", str(self.seed), "--trainer.default_root_dir", str(self.run_dir)]
+        args += ["--trainer.logger", one_line(loggers), "--checkpoint.dirpath", str(self.run_dir / "checkpoints")]
+        return args
+
+    def command(self) -> str:
+        """The equivalent shell command."""
+        return shlex.join(["bagoftricks", "fit", *self.fit_args()])
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "run_dir": str(self.run_dir)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlannedRun:
+        data = {**data, "run_dir": Path(data["run_dir"])}
+        for key in ("tricks", "configs", "overrides"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+Run = PlannedRun  # the name earlier versions exported
+
+
+# ----------------------------------------------------------------------------- the explicit parse entry
+
+
+class _Parser(Exception):
+    def __init__(self, parser):
+        self.parser = parser
+
+
+class _ParserOnlyCLI(cli.BagOfTricksCLI):
+    """The CLI up to its parser: nothing is parsed or built here."""
+
+    def parse_arguments(self, parser, args) -> None:
+        raise _Parser(parser)
+
+
+_PARSER = None
+
+
+def fit_parser():
+    """The parser of ``bagoftricks fit``'s arguments, built once per process. The settings that shape it are
+    ``cli_main``'s (a test compares the two parsers' results, so they cannot drift apart)."""
+    global _PARSER
+    if _PARSER is None:
+        from bagoftricks import ClassificationModule
+        from bagoftricks.data import ImageDataModule
+
+        try:
+            _ParserOnlyCLI(ClassificationModule, ImageDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
+                           seed_everything_default=0, args=[], run=False)  # fmt: skip
+        except _Parser as built:
+            _PARSER = built.parser
+            _PARSER.exit_on_error = False
+    return _PARSER
+
+
+def parse_fit_args(args: list[str]) -> Namespace:
+    """The config ``bagoftricks fit ARGS`` would run with; raises ``argparse.ArgumentError`` where it would fail."""
+    return fit_parser().parse_args(args)
+
+
+def cli_keys(config: Namespace) -> list[str]:
+    """Every dotted key a ``set:`` may name: leaves, their parents, and subclass keys without ``init_args``."""
+    keys = set()
+    for leaf in config.keys():
+        for key in (leaf, leaf.replace(".init_args.", ".")):
+            parts = key.split(".")
+            keys.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return sorted(keys)
+
+
+def _one_line(err: Exception, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unknown_key(spec: Spec, run: PlannedRun, extra: dict[str, Any], known: list[str]) -> str | None:
+    """The first key a `set` of this step names that is not one of the ``known`` CLI keys, in the spec's terms."""
+    sources = [(key, "the spec's top-level `set`") for key in spec.set]
+    sources += [
+        (key, "its `set`" if j == run.step_index else f"step {spec.steps[j].name!r}'s `set`")
+        for j in spec.chain(run.step_index)
+        for key in spec.steps[j].set
+    ]
+    sources += [(key, "--set") for key in extra]
+    for key, source in sources:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.7)
+            group, _, name = key.rpartition(".")
+            if group == "model" and name in MODEL_FLAGS:
+                hint = f"{name} is a backbone flag: set model.backbone_kwargs: {{{name}: ...}}."
+            elif close:
+                hint = f"did you mean {' or '.join(close)}?"
+            else:
+                hint = "`bagoftricks fit --help` lists the keys."
+            return f"{spec.path}: step {run.step!r}: {source} names {key}, which is not a CLI key; {hint}"
+    return None
+
+
+def _explain(spec: Spec, run: PlannedRun, extra: dict[str, Any], err: ArgumentError) -> str:
+    """A run's parse error in the spec's terms: an unknown key with its close matches, else the parser's complaint."""
+    pairs = list(zip(run.overrides[::2], run.overrides[1::2]))
+    files_only = dataclasses.replace(run, overrides=tuple(a for flag, value in pairs if flag == "-c" for a in (flag, value)))
+    try:
+        known = cli_keys(parse_fit_args(files_only.fit_args()))
+    except ArgumentError as files_err:
+        files = ", ".join([*run.configs, *(value for flag, value in pairs if flag == "-c")])
+        return f"{spec.path}: step {run.step!r}: its config files ({files}) do not parse: {_one_line(files_err)}; fix them."
+    return _unknown_key(spec, run, extra, known) or f"{spec.path}: step {run.step!r}: {_one_line(err)}; fix that value in the spec."
+
+
+def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
+    try:
+        config = parse_fit_args(run.fit_args())
+    except ArgumentError as err:
+        raise ConfigError(_explain(spec, run, extra, err)) from None
+    # The parser accepts abbreviations (`trainer.max_epoch`), which its next major version refuses.
+    if problem := _unknown_key(spec, run, extra, cli_keys(config)):
+        raise ConfigError(problem)
+    return config
+
+
+# ----------------------------------------------------------------------------- checks fit makes before training
+
+
+def check_config(where: str, config: Namespace) -> str | None:
+    """What ``fit`` refuses before training, from the parsed config alone; returns a warning (warmup covering
+    every epoch) or None. ``where`` starts each message (the spec and step)."""
+    epochs, steps = config.get("trainer.max_epochs"), config.get("trainer.max_steps")
+    if 0 in (epochs, steps):
+        raise ConfigError(f"{where}: trainer.max_epochs and trainer.max_steps must be positive: 0 trains nothing.")
+    if config.get("trainer.limit_train_batches") in (0, 0.0):
+        raise ConfigError(f"{where}: trainer.limit_train_batches 0 trains nothing; leave it out or give a positive value.")
+    warmup = config.get("schedule.warmup_epochs")
+    if warmup and epochs and warmup > epochs:  # the schedule would refuse it at the run's start
+        raise ConfigError(
+            f"{where}: schedule.warmup_epochs ({warmup:g}) is longer than trainer.max_epochs ({epochs}); shorten the warmup or train longer."
+        )
+    backbone = config.get("model.backbone")
+    flags = {k: v for k, v in dict(config.get("model.backbone_kwargs") or {}).items() if k in ("stem", "blur_pool")}
+    if isinstance(backbone, str):
+        try:
+            smallest = min_image_size(backbone, **flags)
+        except (ValueError, TypeError, KeyError):
+            smallest = None  # a wrong backbone name or flag: the module refuses it in its own words
+        for key in ("image_size", "test_image_size"):
+            size = config.get(f"data.init_args.{key}")
+            if smallest and isinstance(size, int) and size < smallest:
+                raise ConfigError(f"{where}: data.{key} {size} is smaller than model.backbone {backbone} takes ({smallest} px); use {smallest} or more.")
+    if warmup and epochs and warmup == epochs:
+        return f"schedule.warmup_epochs covers all of trainer.max_epochs in {where.split(': ', 1)[-1]} ({warmup:g} of {epochs})"
+    return None
+
+
+def construct(where: str, config: Namespace, files: bool) -> None:
+    """Build the run's model and data module from its parsed config, so that their constructors check their
+    values (``model.label_smoothing 1.5``) before any run trains. The teacher and pretrained weights are not
+    loaded here; with ``files`` (not for ``--dry-run``: a teacher may be trained after planning) they must exist."""
+    config = config.clone()
+    for key in ("model.teacher", "model.pretrained"):
+        if (path := config.get(key)) and files and not Path(path).is_file():
+            raise ConfigError(f"{where}: {key} {path} does not exist; create it first (a teacher's command is on its config's first line).")
+        config[key] = None
+    parser = fit_parser()
+    try:
+        (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
+    except (ValueError, TypeError) as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise ConfigError(f"{where}: {cause}") from None
+
+
+def budget_overrides(where: str, budget: float | None, config: Namespace) -> list[str]:
+    """The arguments that multiply the schedule's length by ``budget``, read from the run's parsed config."""
+    if budget is None or budget == 1:
+        return []
+    epochs = config.get("trainer.max_epochs")
+    if not epochs or epochs < 0 or not math.isclose(epochs * budget, round(epochs * budget)):
+        raise ConfigError(f"{where}: budget {budget:g} x trainer.max_epochs {epochs} is not a whole number of epochs; choose budgets that make one.")
+    scaled: dict[str, Any] = {"trainer.max_epochs": round(epochs * budget)}
+    if config.get("schedule.warmup_epochs"):
+        scaled["schedule.warmup_epochs"] = config["schedule.warmup_epochs"] * budget
+    if config.get("schedule.milestones"):
+        scaled["schedule.milestones"] = [m * budget for m in config["schedule.milestones"]]
+    if config.get("model.mixup_off_epochs"):
+        scaled["model.mixup_off_epochs"] = round(config["model.mixup_off_epochs"] * budget)
+    return set_args(scaled)
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def plan(
+    spec: Spec,
+    out: str | Path | None = None,
+    seeds: list[int] | None = None,
+    wandb: bool = False,
+    extra: dict[str, Any] | None = None,
+    console=None,
+    files: bool = True,
+) -> list[PlannedRun]:
+    """Every run of the spec in order (step-major, then seed), with its folder and its checked ``fit`` arguments.
+
+    ``extra`` are overrides that apply last (the ``--set`` flag of ``bagoftricks ablate``). Warnings (warmup
+    covering every epoch) go to ``console``; ``files=False`` (``--dry-run``) plans before a teacher exists.
+    """
+    out = spec.out_dir(out)
+    extra = extra or {}
+    user_wandb = wandb_init_args(spec)
+    runs: list[PlannedRun] = []
+    covered = []
+    for i, step in enumerate(spec.steps):
+        overrides = set_args({k: v for k, v in spec.set.items() if k != "trainer.logger"})
+        # Each step's files, then its keys, in chain order: a later step overrides an earlier one.
+        for j in spec.chain(i):
+            overrides += [arg for config in spec.steps[j].configs for arg in ("-c", config)]
+            overrides += set_args({k: v for k, v in spec.steps[j].set.items() if k != "trainer.logger"})
+        overrides += set_args(extra)
+        parent = spec.steps[step.reference].name if step.reference is not None else ""
+        where = f"{spec.path}: step {step.name!r}"
+        for seed in seeds if seeds is not None else spec.seeds:
+            run_dir = out / step_folder(i, step.name) / f"seed{seed}"
+            logger = None
+            if wandb or user_wandb is not None:
+                # The user's WandbLogger settings (project, entity, ...) stay; the ablation names and groups the run.
+                logger = {"project": "bagoftricks", **(user_wandb or {})}
+                logger.update(save_dir=str(run_dir), group=spec.name, name=f"{step.name} s{seed}", tags=[t[:64] for t in spec.tricks(i)])
+            run = PlannedRun(len(runs), i, step.name, parent, seed, tuple(spec.tricks(i)), run_dir, tuple(spec.base), tuple(overrides),
+                             logger, step.budget, step.unbudgeted, str(spec.path), spec.test, spec.keep_checkpoints)  # fmt: skip
+            config = _parse(spec, run, extra)
+            if scaled := budget_overrides(where, step.budget, config):
+                run = dataclasses.replace(run, overrides=(*run.overrides, *scaled))
+                config = _parse(spec, run, extra)
+            warning = check_config(where, config)
+            if run.seed == (seeds or spec.seeds)[0]:  # seeds change nothing the constructors check
+                construct(where, config, files)
+                covered += [warning] if warning else []
+            runs.append(run)
+    if covered and console is not None:
+        # With warmup over every epoch the LR never decays: cosine and step schedules become no-ops and
+        # steps that differ only in the schedule train identically.
+        console.print(f"[yellow]warning:[/] {spec.path}: " + "; ".join(covered) + ", so the schedule after warmup never runs; "
+                      "lower warmup_epochs or raise max_epochs.")  # fmt: skip
+    return runs
+
+
+def sweep_config(spec_path: str | Path, runs: list[PlannedRun], name: str, cli_args: list[str]) -> dict[str, Any]:
+    """A W&B grid sweep whose only parameter is the run index: each agent call trains one planned run.
+
+    W&B expands ``${args}`` to ``--only=<index>``, so the agent runs ``bagoftricks ablate SPEC ... --wandb
+    --only=<index>``.
+    """
+    return {
+        "name": name,
+        "program": "bagoftricks",
+        "method": "grid",
+        "parameters": {"only": {"values": [run.index for run in runs]}},
+        "command": ["bagoftricks", "ablate", str(spec_path), *cli_args, "--wandb", "--jobs", "1", "${args}"],
+    }

@@ -1,0 +1,208 @@
+"""The output folder of an ablation: its paths, atomic writes, locks, the plan, the records and the exports.
+
+Everything an ablation writes goes through here, and appears whole or not at all (a temporary file beside
+it, then ``os.replace``). Locks are ``flock``s, which the kernel releases when a process dies, so a killed
+process never leaves one stale: one lock on the folder for the command that plans and reports, one per
+run for whichever process (in-process, ``--jobs`` worker, SLURM array task) trains it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import errno
+import fcntl
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bagoftricks.ablation.plan import PlannedRun
+from bagoftricks.ablation.record import RunRecord
+from bagoftricks.ablation.spec import Spec, step_folder
+from bagoftricks.errors import UserError
+
+# Write failures a user fixes by freeing space or choosing another folder (not bugs: no traceback).
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# One row per run in results.csv (an export for spreadsheets; nothing reads it back); percent for accuracies.
+COLUMNS = (
+    "step_index", "step", "parent", "seed", "status", "val_top1", "val_top1_best", "val_top5", "val_loss", "test_top1",
+    "test_top5", "val_ema_top1", "val_top1_tta", "test_ema_top1", "test_top1_tta", "epochs", "wall_time_s",
+    "time_per_epoch_s", "params", "macs", "tricks", "run_dir", "budget", "unbudgeted", "cpu_threads", "device",
+)  # fmt: skip
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; on success it replaces ``path`` (``os.replace``), so readers
+    see the old or the new file, never half; on failure it is removed (a full disk must not leave half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+
+
+def disk_error(err: OSError, out_dir: Path) -> UserError | None:
+    """A write that failed for lack of space or permission, as one sentence; None for any other OSError."""
+    if err.errno not in DISK_ERRNOS:
+        return None
+    what = err.filename or f"a file in {out_dir}"
+    return UserError(
+        f"writing {what} failed ({err.strerror or os.strerror(err.errno)}); free space or choose another --out and "
+        "repeat the command: finished runs are kept and the interrupted one starts again."
+    )
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[bool]:
+    """True while this process holds the lock on ``path``; False (at once) when another process does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Store:
+    """The output folder ``out`` of one spec's ablation."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.out = Path(out)
+        self.plan_json = self.out / "plan.json"
+        self.results_csv = self.out / "results.csv"
+        self.results_md = self.out / "results.md"
+        self.slurm = self.out / "slurm"  # submitit's scripts, pickles and logs
+
+    def check_writable(self) -> None:
+        """The folder exists (or is created) and takes a file; else one sentence naming it."""
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file, not a folder; name a folder (a new one, or this spec's earlier output).")
+        probe = self.out / f".write-test{os.getpid()}"
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(f"cannot write to --out {self.out} ({err.strerror}); choose a folder you can write to.") from None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held by the one ``bagoftricks ablate`` command that plans, launches and reports in this folder."""
+        with _flock(self.out / ".ablate.lock") as held:
+            if not held:
+                raise UserError(
+                    f"another `bagoftricks ablate` is running on --out {self.out}; wait for it to end (its finished runs "
+                    "count for yours) or choose another --out."
+                )
+            yield
+
+    @contextmanager
+    def run_lock(self, run: PlannedRun) -> Iterator[bool]:
+        """True while this process may train ``run``; False when another process is training it."""
+        with _flock(self.out / ".locks" / f"{run.run_dir.parent.name}-{run.run_dir.name}.lock") as held:
+            yield held
+
+    # ------------------------------------------------------------------------- the plan
+
+    def write_plan(self, runs: list[PlannedRun], spec: Spec) -> None:
+        data = {"spec": str(spec.path), "name": spec.name, "runs": [run.to_json() for run in runs]}
+        if spec.design is not None:
+            from bagoftricks.ablation.design import design_record
+
+            data["design"] = design_record(spec.design, [step.name for step in spec.steps])
+        atomic_write(self.plan_json, json.dumps(data, indent=1) + "\n")
+
+    def read_plan(self) -> list[PlannedRun]:
+        """The runs of ``plan.json`` (what a worker or an array task trains: never re-planned)."""
+        try:
+            return [PlannedRun.from_json(run) for run in json.loads(self.plan_json.read_text())["runs"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{self.plan_json} cannot be read ({err}); repeat the `bagoftricks ablate` command to plan again.") from None
+
+    def design(self) -> dict | None:
+        """The factorial design of ``plan.json`` (or of ``design.json``, which earlier versions wrote), or None."""
+        for path in (self.plan_json, self.out / "design.json"):
+            if path.is_file():
+                data = json.loads(path.read_text())
+                if path == self.plan_json:
+                    data = data.get("design")
+                if data:
+                    return data
+        return None
+
+    # ------------------------------------------------------------------------- records
+
+    def record_path(self, run: PlannedRun) -> Path:
+        return run.run_dir / "result.json"
+
+    def is_finished(self, run: PlannedRun) -> bool:
+        """Whether ``run`` has its record (read, so a damaged one is named here, not skipped or retrained)."""
+        path = self.record_path(run)
+        return path.is_file() and RunRecord.from_json(path) is not None
+
+    def write_record(self, record: RunRecord) -> None:
+        """Written last and atomically: its presence means the run is finished."""
+        atomic_write(self.out / record.run_dir / "result.json", record.to_json())
+
+    def records(self, spec: Spec | None = None) -> list[RunRecord]:
+        """Every record in the folder (with ``spec``: of its steps, whichever seeds and ``--only`` trained them),
+        by step, then seed. A damaged record is named, never dropped."""
+        if spec is not None:
+            folders = {step_folder(i, step.name): step.name for i, step in enumerate(spec.steps)}
+            paths = [p for folder in folders for p in (self.out / folder).glob("seed*/result.json")]
+        else:
+            paths = list(self.out.glob("*/seed*/result.json"))
+        records = []
+        for path in paths:
+            record = RunRecord.from_json(path)
+            if spec is None or record.step == folders[path.parent.parent.name]:
+                records.append(dataclasses.replace(record, run_dir=path.parent.relative_to(self.out).as_posix()))
+        return sorted(records, key=lambda r: (r.step_index, r.seed))
+
+    def export_csv(self, records: list[RunRecord]) -> Path:
+        """``results.csv``: one row per record, rewritten atomically."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            row = {k: getattr(record, k) for k in COLUMNS}
+            writer.writerow({k: "; ".join(v) if isinstance(v, tuple) else "" if v is None else v for k, v in row.items()})
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.results_csv, buffer.getvalue())
+        return self.results_csv
+
+    # ------------------------------------------------------------------------- other files
+
+    def save_figure(self, name: str, figure) -> None:
+        with replacing(self.out / name) as tmp:
+            figure.savefig(tmp, dpi=120, format=Path(name).suffix.lstrip("."))
+
+    def wandb_id(self, run: PlannedRun, resuming: bool) -> str | None:
+        """The W&B run id, kept in the run folder so a resumed run continues the same W&B run."""
+        if run.wandb is None:
+            return None
+        path = run.run_dir / "wandb-id"
+        if resuming and path.is_file():
+            return path.read_text().strip()
+        atomic_write(path, run_id := uuid.uuid4().hex[:8])
+        return run_id
