@@ -71,8 +71,8 @@ def _serve_fastai(monkeypatch, archive: Path, md5s: tuple[str, ...]) -> None:
 
 def _serve_class(datamodule):
     def serve(monkeypatch, archive: Path, md5s: tuple[str, ...]) -> None:
-        local = dataclasses.replace(datamodule.archive, url=archive.as_uri(), md5s=md5s)
-        monkeypatch.setattr(datamodule, "archive", local)
+        source = datamodule.source_type
+        monkeypatch.setattr(source, "archive", dataclasses.replace(source.archive, url=archive.as_uri(), md5s=md5s))
 
     return serve
 

@@ -89,7 +89,7 @@ def _no_train(root: Path):
 
 def _no_network(root: Path):
     offline = (root / "offline" / "cifar-10-python.tar.gz").as_uri()  # as unreachable as a host without network
-    CIFAR10DataModule.archive = dataclasses.replace(cifar10_module.ARCHIVE, url=offline)  # undone by the test
+    cifar10_module.CIFAR10.archive = dataclasses.replace(cifar10_module.ARCHIVE, url=offline)  # undone by the test
     return lambda: CIFAR10DataModule(str(root), download=True).prepare_data()
 
 
@@ -110,8 +110,12 @@ CASES = [
     ("batch_size 2.5", _folder(batch_size=2.5), ConfigError, r"data.batch_size must be a whole number"),
     ("num_workers -1", _folder(num_workers=-1), ConfigError, r"data.num_workers must be a whole number of at least 0"),
     ("max_per_class 0", _folder(max_per_class=0), ConfigError, r"data.max_per_class must be .* at least 1 \(or null"),
-    ("augment name", _folder(augment="autumn"), ConfigError, r"data.augment must be one of \('imagenet', 'cifar'\)"),
-    ("jitter on cifar preset", _folder(augment="cifar", color_jitter=0.4), ConfigError, r"data.color_jitter .* belong to data.augment 'imagenet'"),
+    ("augment name", _folder(augment="autumn"), ConfigError, r"data.augment must be one of \('imagenet', 'cifar', 'shift', 'none'\) or null"),
+    ("jitter on cifar preset", _folder(augment="cifar", color_jitter=0.4), ConfigError, r"data.color_jitter belongs to data.augment 'imagenet', not 'cifar'"),
+    ("auto_augment true", lambda root: lambda: CIFAR10DataModule(auto_augment=True), ConfigError, r"data.auto_augment must be one of \('autoaugment', .*got True\."),
+    ("digits augment true", lambda root: lambda: DigitsDataModule(augment=True), ConfigError, r"data.augment must be one of .*got True\."),
+    ("pca_lighting on digits", lambda root: lambda: DigitsDataModule(pca_lighting=0.1), ConfigError, r"data.pca_lighting belongs to data.augment 'imagenet', not 'shift'"),
+    ("pca_lighting -1", _folder(pca_lighting=-1.0), ConfigError, r"data.pca_lighting must be at least 0"),
     ("val_fraction 1", _folder(val_fraction=1.0), ConfigError, r"data.val_fraction must be in \[0, 1\)"),
     ("val_size -1", lambda root: lambda: CIFAR10DataModule(val_size=-1), ConfigError, r"data.val_size must be a whole number of at least 0"),
     ("digits fractions", lambda root: lambda: DigitsDataModule(val_fraction=0.6, test_fraction=0.5), ConfigError, r"sum to less than 1"),
@@ -129,7 +133,7 @@ CASES = [
 
 @pytest.mark.parametrize("name, build, error, pattern", CASES, ids=[c[0] for c in CASES])
 def test_fault_is_one_sentence(name, build, error, pattern, tmp_path, monkeypatch):
-    monkeypatch.setattr(CIFAR10DataModule, "archive", CIFAR10DataModule.archive)  # _no_network's change is undone
+    monkeypatch.setattr(cifar10_module.CIFAR10, "archive", cifar10_module.ARCHIVE)  # _no_network's change is undone
     root = tmp_path / "data"
     fail = build(root)
     with pytest.raises(error, match=pattern) as info:

@@ -1,6 +1,8 @@
-"""DataModules: one shared base (ImageDataModule) and, per dataset, only where its images are and how labels are read."""
+"""One image data module (:class:`ImageDataModule`) composed with a small description of each dataset (a
+:class:`Source`: where its files are, how it reads its splits, its classes, native size, normalisation and
+augmentation preset); each public ``XxxDataModule`` binds one source and shows every key it takes."""
 
-from bagoftricks.data.base import ImageDataModule
+from bagoftricks.data.base import ImageDataModule, Source
 from bagoftricks.data.cifar10 import CIFAR10DataModule
 from bagoftricks.data.cifar100 import CIFAR100DataModule
 from bagoftricks.data.cub200 import CUB200DataModule
@@ -19,4 +21,5 @@ __all__ = [
     "ImageFolderDataModule",
     "ImagenetteDataModule",
     "ImagewoofDataModule",
+    "Source",
 ]

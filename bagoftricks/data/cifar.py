@@ -1,5 +1,5 @@
-"""The CIFAR family's shared piece: the batches read by the safe pickle reader, a held-out validation
-split, the standard pad-and-crop augmentation; CIFAR-10 and CIFAR-100 only say which files and keys."""
+"""The CIFAR family's shared piece: the batches read by the safe pickle reader and a held-out validation
+split of ``val_size`` images; CIFAR-10 and CIFAR-100 only say which files and keys."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from bagoftricks.data.base import ImageDataModule, Split, TensorImageDataset, check_int, stratified_split
+from bagoftricks.data.base import Split, Splits, check_int, hold_out
 from bagoftricks.data.pickles import load_data_pickle
-from bagoftricks.data.transforms import cifar_eval_transform, cifar_train_transform
-from bagoftricks.errors import ConfigError, DataError
+from bagoftricks.errors import DataError
 
 
 def read_batches(files: list[Path], label_key: str, num_classes: int) -> Split:
@@ -56,39 +54,14 @@ def read_names(file: Path, key: str) -> list[str]:
     return names
 
 
-class CIFARDataModule(ImageDataModule):
-    """The shared piece of CIFAR-10 and CIFAR-100: 50,000 training and 10,000 test images of 32 x 32 pixels.
+def check_val_size(val_size: int) -> None:
+    check_int("val_size", val_size, 0, " (0: validate on the test set)")
 
-    Args:
-        val_size: training images held out for validation (stratified, seeded by ``split_seed``; about
-            this many, the same share of every class); 0 validates on the test set, as published recipes report.
-        auto_augment: add AutoAugment's CIFAR-10 policy after crop and flip.
-        **kwargs: the settings every dataset shares (:class:`~bagoftricks.data.base.ImageDataModule`).
-    """
 
-    native_size = 32
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __init__(self, root: str = "data", *, val_size: int = 5000, auto_augment: bool = False, **kwargs) -> None:
-        super().__init__(root, **kwargs)
-        check_int("val_size", val_size, 0, " (0: validate on the test set)")
-        self.val_size, self.auto_augment = val_size, auto_augment
-        self.train_tf = cifar_train_transform(self.image_size, auto_augment=auto_augment, mean=self.mean, std=self.std)
-        self.eval_tf = cifar_eval_transform(self.test_image_size, mean=self.mean, std=self.std)
-
-    def split_off_val(self, labels: torch.Tensor):
-        if self.val_size == 0:
-            return None
-        if self.val_size >= len(labels):
-            raise ConfigError(f"data.val_size ({self.val_size}) must be smaller than the {len(labels)} training images.")
-        val, train = stratified_split(labels, (self.val_size / len(labels),), self.split_seed)
-        if len(val) == 0:
-            raise ConfigError(f"data.val_size {self.val_size} holds out no image of any class: raise it, or set 0.")
-        return val, train
-
-    def no_training_images(self, held_out: int) -> str:
-        return f"data.val_size {self.val_size} holds out all {held_out} training images, leaving none to train on: lower it."
-
-    def make_dataset(self, split: Split, name: str, train: bool) -> Dataset:
-        return TensorImageDataset(split.images, split.labels, self.train_tf if train else self.eval_tf)
+def cifar_splits(train: Split, test: Split, classes: list[str], val_size: int, seed: int) -> Splits:
+    """About ``val_size`` training images held out for validation (the same share of every class, seeded);
+    0 validates on the test set, as published recipes report."""
+    if val_size == 0:
+        return Splits(train, test, test, classes)
+    val, train = hold_out(train, "val_size", val_size, seed, count=True)
+    return Splits(train, val, test, classes)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from bagoftricks.data.base import Split, Splits
+from bagoftricks.data.base import Downloadable, ImageDataModule, Source, Split, Splits
 from bagoftricks.data.download import Archive
-from bagoftricks.data.images import ImageFilesDataModule
+from bagoftricks.data.folder import check_fraction, held_out_splits
 from bagoftricks.errors import DataError
 
 TABLES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
@@ -57,19 +60,34 @@ def read_cub(path: Path) -> tuple[Split, Split, list[str]]:
     return train, test, classes
 
 
-class CUB200DataModule(ImageFilesDataModule):
+@dataclass(kw_only=True)
+class CUB200(Downloadable, Source):
     """CUB-200-2011 birds; labels 0-based in ``classes.txt`` order, the official test split as ``test``.
 
-    Every setting is that of :class:`~bagoftricks.data.images.ImageFilesDataModule` and the shared
-    base: ``root`` holds the extracted ``CUB_200_2011/``, ``download`` fetches ``CUB_200_2011.tgz``
-    (1.1 GB), ``val_fraction`` of each class's training images is held out for validation
-    (0 validates on the official test split).
+    Args:
+        root: the folder that holds the extracted ``CUB_200_2011/`` (``download`` fetches ``CUB_200_2011.tgz``, 1.1 GB).
+        val_fraction: share of each class's training images held out for validation (stratified, seeded by
+            ``split_seed``); 0 validates on the official test split.
     """
 
-    num_classes = 200
-    native_size = 224
-    archive = ARCHIVE
+    name: ClassVar[str] = "CUB-200-2011"
+    archive: ClassVar[Archive] = ARCHIVE
+    root: str = "data"
+    val_fraction: float = 0.1
 
-    def read_splits(self) -> Splits:
-        train, test, classes = read_cub(self.archive.located(self.root))
-        return Splits(train, test, classes)
+    def __post_init__(self) -> None:
+        self.root = os.path.expanduser(self.root)
+        check_fraction(self.val_fraction)
+
+    @property
+    def num_classes(self) -> int:
+        return 200
+
+    def read(self, *, image_size: int, split_seed: int) -> Splits:
+        path = self.archive.located(self.root)
+        train, test, classes = read_cub(path)
+        return held_out_splits(train, None, test, classes, self.val_fraction, split_seed, path)
+
+
+class CUB200DataModule(ImageDataModule, source=CUB200):
+    """CUB-200-2011: 11,788 photos of 200 bird species, the official 5,994 / 5,794 train/test split."""

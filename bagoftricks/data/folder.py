@@ -1,20 +1,22 @@
 """Your own images: ``root/train/<class>/...``, optionally ``root/val/<class>/...`` and ``root/test/<class>/...``.
 
-The dataset most users reach for first, and the shape of every images-on-disk dataset here: the
-shared machinery (splits, presets, cache, corrupt files) is :class:`ImageFilesDataModule`; this
-file only says where the images are and how their labels are read.
+The dataset most users reach for first, and the shape of every images-on-disk dataset here: a
+:class:`~bagoftricks.data.base.Source` saying where the images are and how their labels are read,
+bound to the one data module.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from PIL import Image
 
-from bagoftricks.data.base import Split, Splits
-from bagoftricks.data.images import ImageFilesDataModule
-from bagoftricks.errors import DataError, MissingDataError
+from bagoftricks.data.base import ImageDataModule, Source, Split, Splits, hold_out
+from bagoftricks.errors import ConfigError, DataError, MissingDataError
 
 Image.init()
 # Every extension PIL can open, less formats it hands to an external program (EPS: Ghostscript)
@@ -57,18 +59,29 @@ def read_class_folders(split_dir: Path, classes: list[str], *, every_class: bool
     return Split(paths, torch.tensor(labels, dtype=torch.int64))
 
 
-class ImageFolderDataModule(ImageFilesDataModule):
+@dataclass(kw_only=True)
+class ImageFolder(Source):
     """Images in class folders: ``root/train/<class>/`` and, if present, ``root/val/`` and ``root/test/``.
 
-    Classes are the folder names of ``train/``, sorted; images may sit at any depth below their
-    class folder, in any format PIL reads (other files are ignored). A ``val/`` folder is the
-    validation split; without one, ``val_fraction`` of ``train/`` is held out (stratified, seeded).
-    ``test/`` is the evaluation split (without it, test is validation). Every setting is that of
-    :class:`ImageFilesDataModule` and the shared base (``augment``, ``cache``, ``max_per_class``, ...).
+    Classes are the folder names of ``train/``, sorted; images may sit at any depth below their class
+    folder, in any format PIL reads (other files are ignored). A ``val/`` folder is the validation split;
+    without one, ``val_fraction`` of ``train/`` is held out. ``test/`` is the evaluation split (without
+    it, test is validation).
+
+    Args:
+        root: the folder that holds ``train/<class>/`` (and optionally ``val/``, ``test/``).
+        val_fraction: share of each class's training images held out for validation when there is no
+            ``val/`` (stratified, seeded by ``split_seed``, at least one image of each class that has two);
+            0 validates on the official evaluation split, as leaderboards do.
     """
 
-    def __init__(self, root: str = "data", **kwargs) -> None:
-        super().__init__(root, download=False, md5=None, **kwargs)  # your own folder: nothing to download
+    name: ClassVar[str] = "ImageFolder"
+    root: str = "data"
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.root = os.path.expanduser(self.root)
+        check_fraction(self.val_fraction)
 
     @property
     def num_classes(self) -> int:
@@ -86,7 +99,30 @@ class ImageFolderDataModule(ImageFilesDataModule):
             raise MissingDataError(f"{train_dir} has no class folders: put each class's images in train/<class>/.")
         return classes
 
-    def read_splits(self) -> Splits:
+    def read(self, *, image_size: int, split_seed: int) -> Splits:
         root, classes = Path(self.root), self.class_names()
+        train = read_class_folders(root / "train", classes)
         other = {s: read_class_folders(root / s, classes) for s in ("val", "test") if (root / s).is_dir()}
-        return Splits(read_class_folders(root / "train", classes), other.get("test"), classes, val=other.get("val"))
+        return held_out_splits(train, other.get("val"), other.get("test"), classes, self.val_fraction, split_seed, root)
+
+
+def check_fraction(val_fraction: float) -> None:
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be in [0, 1) (0: validate on the test split), got {val_fraction}.")
+
+
+def held_out_splits(
+    train: Split, val: Split | None, test: Split | None, classes: list[str], val_fraction: float, seed: int, where: Path
+) -> Splits:
+    """The splits of a dataset of image files: its own validation, else ``val_fraction`` of train, else the test split."""
+    if val is None and val_fraction > 0:
+        val, train = hold_out(train, "val_fraction", val_fraction, seed)
+    if val is None and test is None:
+        raise ConfigError(
+            f"{where} has no validation or test images: hold some out with data.val_fraction above 0, or add a val/ or test/ folder."
+        )
+    return Splits(train, val if val is not None else test, test, classes)
+
+
+class ImageFolderDataModule(ImageDataModule, source=ImageFolder):
+    """Your own images in class folders: ``root/train/<class>/``, optionally ``root/val/`` and ``root/test/``."""

@@ -11,18 +11,19 @@ labels, a single md5 per archive and no cache.
 from __future__ import annotations
 
 import csv
+import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
-from bagoftricks.data.base import Splits
+from bagoftricks.data.base import Downloadable, ImageDataModule, Source, Splits
 from bagoftricks.data.download import Archive
-from bagoftricks.data.folder import read_class_folders
-from bagoftricks.data.images import ImageFilesDataModule
+from bagoftricks.data.folder import check_fraction, held_out_splits, read_class_folders
 from bagoftricks.errors import ConfigError, DataError, MissingDataError
 
 BASE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/"
@@ -89,7 +90,8 @@ def read_noisy_labels(csv_path: Path, noisy_labels: int) -> dict[str, str]:
         return {row["path"]: row[column] for row in reader}
 
 
-class ImagenetteDataModule(ImageFilesDataModule):
+@dataclass(kw_only=True)
+class Imagenette(Downloadable, Source):
     """Imagenette (10 easy ImageNet classes; ~9.5k train, ~3.9k val images).
 
     ``test`` is the official ``val/`` folder; validation is a held-out ``val_fraction`` of ``train/``
@@ -105,41 +107,44 @@ class ImagenetteDataModule(ImageFilesDataModule):
             None: as ``size`` says.
         noisy_labels: percent of training labels replaced by a wrong class (0, 1, 5, 25, 50), read
             from the csv in the archive; validation and test labels stay clean.
-        **kwargs: the settings of :class:`~bagoftricks.data.images.ImageFilesDataModule` and the shared base.
+        val_fraction: share of each class's ``train/`` images held out for validation (stratified, seeded
+            by ``split_seed``); 0 validates on the official ``val/``, the fast.ai leaderboard's setting.
     """
 
-    num_classes = 10
-    native_size = 128
-    display_name = "Imagenette"
-    dataset_name = "imagenette2"
-    noisy_csv = "noisy_imagenette.csv"
-    wnids = sorted(IMAGENETTE_CLASSES)
-    classes = [IMAGENETTE_CLASSES[w] for w in wnids]
+    name: ClassVar[str] = "Imagenette"
+    native_size: ClassVar[int] = 128
+    dataset_name: ClassVar[str] = "imagenette2"
+    noisy_csv: ClassVar[str] = "noisy_imagenette.csv"
+    wnids: ClassVar[list[str]] = sorted(IMAGENETTE_CLASSES)
+    classes: ClassVar[list[str]] = [IMAGENETTE_CLASSES[w] for w in wnids]
 
-    def __init__(
-        self,
-        root: str = "data",
-        *,
-        size: Literal["full", "320px", "160px"] = "160px",
-        folder: str | None = None,
-        noisy_labels: int = 0,
-        **kwargs,
-    ) -> None:
-        if size not in SIZES:
-            raise ConfigError(f"data.size must be one of {SIZES}, got {size!r}.")
+    root: str = "data"
+    size: Literal["full", "320px", "160px"] = "160px"
+    folder: str | None = None
+    noisy_labels: int = 0
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.root = os.path.expanduser(self.root)
+        if self.size not in SIZES:
+            raise ConfigError(f"data.size must be one of {SIZES}, got {self.size!r}.")
+        folder = self.folder
         if folder is not None and (not folder or Path(folder).name != folder or folder in (".", "..")):
             raise ConfigError(
                 f"data.folder must be the name of a folder inside data.root, such as {self.dataset_name}-96, got {folder!r}."
             )
-        if noisy_labels not in NOISE_LEVELS:
-            raise ConfigError(f"data.noisy_labels must be one of {NOISE_LEVELS} (percent), got {noisy_labels!r}.")
-        self.size, self.folder, self.noisy_labels = size, folder, noisy_labels
-        super().__init__(root, **kwargs)
+        if self.noisy_labels not in NOISE_LEVELS:
+            raise ConfigError(f"data.noisy_labels must be one of {NOISE_LEVELS} (percent), got {self.noisy_labels!r}.")
+        check_fraction(self.val_fraction)
         if self.download and folder not in (None, self.official_folder):
             raise ConfigError(
                 f"data.download fetches the official {self.official_folder}.tgz, not data.folder {folder!r}: "
                 "unset data.folder to download, or data.download to read your copy."
             )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.wnids)
 
     @property
     def official_folder(self) -> str:
@@ -150,9 +155,7 @@ class ImagenetteDataModule(ImageFilesDataModule):
     def archive(self) -> Archive:
         """The official archive of ``size``, read from ``folder`` or the one local copy under ``root``."""
         official = self.official_folder
-        return Archive(
-            self.display_name, self.folder or self.local_copy(), f"{BASE_URL}{official}.tgz", KNOWN_MD5[official], ("train", "val")
-        )
+        return Archive(self.name, self.folder or self.local_copy(), f"{BASE_URL}{official}.tgz", KNOWN_MD5[official], ("train", "val"))
 
     def local_copy(self) -> str:
         """The official folder if present (or to be downloaded), else the one other copy under ``root``."""
@@ -164,22 +167,22 @@ class ImagenetteDataModule(ImageFilesDataModule):
         )
         if len(copies) > 1:
             raise ConfigError(
-                f"{self.root} holds several copies of {self.display_name} ({', '.join(copies)}): "
+                f"{self.root} holds several copies of {self.name} ({', '.join(copies)}): "
                 f"name one with --data.folder, for instance --data.folder {copies[0]}."
             )
         return copies[0] if copies else official
 
-    def read_splits(self) -> Splits:
+    def read(self, *, image_size: int, split_seed: int) -> Splits:
         path = self.archive.located(self.root)
-        self.check_resolution(path)
+        self.check_resolution(path, image_size)
         # A reduced copy may lack classes; labels stay the wnid positions of the full set.
         train = read_class_folders(path / "train", self.wnids, every_class=False)
         if self.noisy_labels:
             train.labels = self.noisy(path, train.images)
         test = read_class_folders(path / "val", self.wnids, every_class=False)
-        return Splits(train, test, self.classes)
+        return held_out_splits(train, None, test, self.classes, self.val_fraction, split_seed, path)
 
-    def check_resolution(self, path: Path) -> None:
+    def check_resolution(self, path: Path, image_size: int) -> None:
         """Say which copy is read and at what resolution; warn if the crops would upsample every image."""
         first = next((p for p in sorted((path / "train").glob("*/*")) if p.is_file()), None)
         try:
@@ -187,11 +190,11 @@ class ImagenetteDataModule(ImageFilesDataModule):
                 side = min(image.size)
         except (OSError, TypeError, ValueError, SyntaxError):
             return  # no readable first image: reading the splits names the problem
-        rank_zero_info(f"{self.display_name}: reading {path} (shorter side {side} px, e.g. {first.name}).")
-        if self.image_size > side:
+        rank_zero_info(f"{self.name}: reading {path} (shorter side {side} px, e.g. {first.name}).")
+        if image_size > side:
             warnings.warn(
-                f"data.image_size {self.image_size} is larger than the {side}-px images of {path}, so every crop "
-                f"is upsampled: set data.image_size to at most {side}.",
+                f"data.image_size {image_size} is larger than the {side}-px images of {path}, so every crop "
+                f"is upsampled: set data.image_size to at most {side} (the CPU recipes use 64).",
                 stacklevel=2,
             )
 
@@ -213,15 +216,26 @@ class ImagenetteDataModule(ImageFilesDataModule):
         return torch.tensor(labels, dtype=torch.int64)
 
 
-class ImagewoofDataModule(ImagenetteDataModule):
-    """Imagewoof: 10 dog breeds from ImageNet (~9k train, ~3.9k val images), hard to tell apart.
+@dataclass(kw_only=True)
+class Imagewoof(Imagenette):
+    """Imagewoof: 10 dog breeds from ImageNet (~9k train, ~3.9k val images), hard to tell apart;
+    Imagenette's keys and layout, with noisy labels from ``noisy_imagewoof.csv``.
 
-    Same settings as :class:`ImagenetteDataModule`; ``root`` holds ``imagewoof2-160/`` and the
-    noisy labels come from ``noisy_imagewoof.csv``.
+    Args:
+        root: folder holding the extracted ``imagewoof2-160/`` (or ``imagewoof2-320/``, ``imagewoof2/``),
+            or a copy resized by hand in the same layout (``imagewoof2-96/train/<wnid>/*.JPEG``, ``val/``).
     """
 
-    display_name = "Imagewoof"
-    dataset_name = "imagewoof2"
-    noisy_csv = "noisy_imagewoof.csv"
-    wnids = sorted(IMAGEWOOF_CLASSES)
-    classes = [IMAGEWOOF_CLASSES[w] for w in wnids]
+    name: ClassVar[str] = "Imagewoof"
+    dataset_name: ClassVar[str] = "imagewoof2"
+    noisy_csv: ClassVar[str] = "noisy_imagewoof.csv"
+    wnids: ClassVar[list[str]] = sorted(IMAGEWOOF_CLASSES)
+    classes: ClassVar[list[str]] = [IMAGEWOOF_CLASSES[w] for w in wnids]
+
+
+class ImagenetteDataModule(ImageDataModule, source=Imagenette):
+    """Imagenette (10 easy ImageNet classes; ~9.5k train, ~3.9k val images); ``test`` is the official ``val/``."""
+
+
+class ImagewoofDataModule(ImageDataModule, source=Imagewoof):
+    """Imagewoof: 10 dog breeds from ImageNet (~9k train, ~3.9k val images); ``test`` is the official ``val/``."""

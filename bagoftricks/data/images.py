@@ -1,5 +1,5 @@
-"""Image files on disk: decoding, the decoded cache, and :class:`ImageFilesDataModule`, the shared
-piece of every dataset of image files (image folders, Imagenette, Imagewoof, CUB-200).
+"""Image files on disk: decoding, the decoded cache and :class:`ImageFileDataset`, what every dataset of
+image files (image folders, Imagenette, Imagewoof, CUB-200) is served by.
 
 Decoding a JPEG is the slow part of an input pipeline on a small machine; with ``cache`` each image
 is decoded and resized once into a uint8 store, and later epochs crop tensors from it.
@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -22,11 +21,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
-from bagoftricks.data.base import ImageDataModule, Split, available_memory, check_int, gigabytes, stratified_split
-from bagoftricks.data.transforms import choose_preset, preset_transforms, resize_side
 from bagoftricks.errors import ConfigError, DataError
 
-CACHE_MODES = ("none", "memory", "disk")
 # Decoding to ~8 px (libjpeg at 1/8 scale) still reads every byte of the file, so it finds broken
 # files at a fraction of the cost of a full decode.
 _SCAN_SIDE = 8
@@ -57,6 +53,20 @@ def decode_image(path: str, size: tuple[int, int] | None = None) -> Image.Image:
     if size is not None and img.size != size:
         img = img.resize(size, Image.Resampling.BILINEAR)
     return img
+
+
+def available_memory() -> int:
+    """Bytes of memory a new allocation can take without swapping (psutil's estimate; total RAM without it)."""
+    try:
+        import psutil  # a dependency of Lightning's, so nearly always there
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def gigabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.1f} GB"
 
 
 def user_cache_folder() -> Path:
@@ -290,91 +300,3 @@ class ImageFileDataset(Dataset):
             shown = ", ".join(paths[i] for i in bad[:3])
             more = ", ..." if len(bad) > 3 else ""
             warnings.warn(f"Skipped {len(bad)} unreadable of {len(paths)} images ({shown}{more}).", stacklevel=2)
-
-
-class ImageFilesDataModule(ImageDataModule):
-    """The shared piece of every dataset of image files: held-out validation, augmentation presets, the cache.
-
-    A dataset of image files is one short subclass that says where its images are and how their
-    labels are read (``read_splits``, returning file paths) and, if it downloads, its ``archive``.
-
-    Args:
-        val_fraction: share of each class's training images held out for validation (stratified,
-            seeded by ``split_seed``); 0 validates on the official evaluation split, as leaderboards do.
-        augment: ``'imagenet'`` (random-resized crop, flip, colour jitter, PCA lighting: the paper's),
-            ``'cifar'`` (pad-and-crop at the native size, flip) or None: ``'cifar'`` up to 64 px, else ``'imagenet'``.
-        auto_augment: ``'autoaugment'`` (the preset's policy), ``'randaugment'``, ``'trivialaugment'`` or None.
-        color_jitter: brightness/contrast/saturation jitter of the ImageNet preset (None: the paper's 0.4; 0: off).
-        pca_lighting: std of its AlexNet PCA lighting noise (None: the paper's 0.1; 0: off).
-        cache: ``'none'`` decodes every image every epoch; ``'memory'`` or ``'disk'`` decode each image once,
-            shorter side resized to ``cache_side``, into uint8 tensors in RAM or a memmap under ``root/.cache``
-            (about N x 1.33 x 3 x cache_side^2 bytes: 0.8 GB for Imagenette's 160px train set at 128 px).
-        cache_side: shorter side stored in the cache; default the evaluation resize (``test_image_size / 0.875``
-            for the ImageNet preset, ``test_image_size`` for the CIFAR one), at least ``image_size``. Random crops then come from that resolution.
-        cache_dir: folder of the disk cache; None: ``root/.cache``, or ``~/.cache/bagoftricks`` when ``root`` is read-only.
-        skip_corrupt: skip unreadable images (counted in one warning) instead of stopping at the first.
-        **kwargs: the settings every dataset shares (:class:`~bagoftricks.data.base.ImageDataModule`).
-    """
-
-    def __init__(
-        self,
-        root: str = "data",
-        *,
-        val_fraction: float = 0.1,
-        augment: Literal["imagenet", "cifar"] | None = None,
-        auto_augment: str | None = None,
-        color_jitter: float | None = None,
-        pca_lighting: float | None = None,
-        cache: Literal["none", "memory", "disk"] = "none",
-        cache_side: int | None = None,
-        cache_dir: str | None = None,
-        skip_corrupt: bool = False,
-        **kwargs,
-    ) -> None:
-        super().__init__(root, **kwargs)
-        if not 0 <= val_fraction < 1:
-            raise ConfigError(f"data.val_fraction must be in [0, 1) (0: validate on the test split), got {val_fraction}.")
-        if cache not in CACHE_MODES:
-            raise ConfigError(f"data.cache must be one of {CACHE_MODES}, got {cache!r}.")
-        if cache_side is not None:
-            check_int("cache_side", cache_side, self.image_size, " (the image size)")
-        self.augment = choose_preset(augment, self.image_size)
-        self.train_tf, self.eval_tf = preset_transforms(
-            self.augment, self.image_size, auto_augment=auto_augment, color_jitter=color_jitter,
-            pca_lighting=pca_lighting, test_image_size=self.test_image_size,
-        )  # fmt: skip
-        self.val_fraction, self.cache, self.cache_dir, self.skip_corrupt = val_fraction, cache, cache_dir, skip_corrupt
-        # The size evaluation resizes to, so evaluating from the cache equals evaluating from the file
-        # (training crops never come from fewer pixels than they keep).
-        eval_side = self.test_image_size if self.augment == "cifar" else resize_side(self.test_image_size)
-        self.cache_side = cache_side or max(self.image_size, eval_side)
-
-    def split_off_val(self, labels):
-        if self.val_fraction == 0:
-            return None
-        val, train = stratified_split(labels, (self.val_fraction,), self.split_seed, at_least_one=True)
-        if len(val) == 0:
-            raise ConfigError(
-                f"data.val_fraction {self.val_fraction} holds out no image (no class has two): "
-                "add images, or set 0 to validate on the test split."
-            )
-        return val, train
-
-    def no_training_images(self, held_out: int) -> str:
-        if self.val_fraction == 0:
-            return super().no_training_images(held_out)
-        return f"data.val_fraction {self.val_fraction} holds out all {held_out} training images, leaving none to train on: lower it."
-
-    def make_dataset(self, split: Split, name: str, train: bool) -> ImageFileDataset:
-        samples = list(zip(split.images, split.labels.tolist()))
-        return ImageFileDataset(samples, self.train_tf if train else self.eval_tf, skip_corrupt=self.skip_corrupt)
-
-    def prepare_split(self, dataset: ImageFileDataset, name: str) -> None:
-        """Fill the split's cache as ``cache`` says, under ``root/.cache``, or find its unreadable files."""
-        folder = self.archive.folder if self.archive is not None else Path(self.root).name
-        dataset.prepare(
-            self.cache,
-            side=self.cache_side,
-            num_workers=self.num_workers,
-            cache_file=disk_cache_folder(Path(self.root), self.cache_dir) / f"{folder}-{name}" if self.cache == "disk" else None,
-        )

@@ -16,7 +16,6 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from bagoftricks.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,7 +32,9 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 AUTO_AUGMENTS = ("autoaugment", "randaugment", "trivialaugment")
-AUGMENT_PRESETS = ("imagenet", "cifar")
+# 'shift' is CIFAR's pad-and-crop without the flip (digits, text: a mirrored 2 is not a 2); 'none' only
+# resizes and normalizes, as evaluation does.
+AUGMENT_PRESETS = ("imagenet", "cifar", "shift", "none")
 # Up to this side, images get the CIFAR preset when none is named: a random-resized crop of a
 # 32-px image keeps too few pixels, and pad-and-crop is what small-image recipes use.
 SMALL_IMAGE_SIDE = 64
@@ -117,22 +118,21 @@ class ScaleNormalize(v2.Transform):
 
 
 def auto_augment_transform(
-    name: str | bool | None, policy: v2.AutoAugmentPolicy = v2.AutoAugmentPolicy.IMAGENET
+    name: str | None, policy: v2.AutoAugmentPolicy = v2.AutoAugmentPolicy.IMAGENET
 ) -> list[v2.Transform]:
-    """The named policy as a one-item list (empty for None/False; True is AutoAugment); runs on uint8 images.
+    """The named policy as a one-item list (empty for None); runs on uint8 images.
 
     ``policy`` is the AutoAugment policy searched for the images at hand (ImageNet or CIFAR-10).
     """
-    if name is None or name is False:
+    if name is None:
         return []
     policies = {
         "autoaugment": lambda: v2.AutoAugment(policy),
         "randaugment": v2.RandAugment,
         "trivialaugment": v2.TrivialAugmentWide,
     }
-    name = "autoaugment" if name is True else name
     if name not in policies:
-        raise ConfigError(f"data.auto_augment must be one of {AUTO_AUGMENTS} or null, got {name!r}.")
+        raise ValueError(f"auto_augment must be one of {AUTO_AUGMENTS} or None, got {name!r}")
     return [policies[name]()]
 
 
@@ -191,17 +191,18 @@ def cifar_train_transform(
     *,
     padding: int = 4,
     hflip: float = 0.5,
-    auto_augment: bool | str | None = False,
+    auto_augment: str | None = None,
     mean: Sequence[float] = CIFAR100_MEAN,
     std: Sequence[float] = CIFAR100_STD,
     resize: bool = False,
 ) -> v2.Compose:
-    """The standard CIFAR augmentation: random crop of the zero-padded image, flip, optional AutoAugment
-    (True: the CIFAR-10 policy). ``resize`` first scales the shorter side to ``image_size`` (images of any
-    size from disk; a no-op on images already that size); tensors of another size than 32 are always resized."""
-    resize = resize or image_size != 32
+    """The standard CIFAR augmentation: random crop of the zero-padded image (``padding`` per 32 px), flip,
+    optional auto-augmentation (``'autoaugment'``: the CIFAR-10 policy). ``resize`` first scales the shorter
+    side to ``image_size`` (images of any size); without it the images must come at ``image_size``."""
     steps: list[Any] = [v2.Resize(image_size, antialias=True)] if resize else []
-    steps += [v2.RandomCrop(image_size, padding=padding * image_size // 32), v2.RandomHorizontalFlip(hflip)]
+    steps.append(v2.RandomCrop(image_size, padding=padding * image_size // 32))
+    if hflip > 0:  # a flip of probability 0 would still draw a random number per image
+        steps.append(v2.RandomHorizontalFlip(hflip))
     steps += auto_augment_transform(auto_augment, v2.AutoAugmentPolicy.CIFAR10)
     steps += [v2.ToImage(), ScaleNormalize(mean, std)]
     return v2.Compose(steps)
@@ -213,52 +214,62 @@ def cifar_eval_transform(
     mean: Sequence[float] = CIFAR100_MEAN,
     std: Sequence[float] = CIFAR100_STD,
     resize: bool = False,
+    auto_augment: str | None = None,
 ) -> v2.Compose:
-    """The whole image, only converted and normalized (resized if ``image_size`` is not 32, or with
-    ``resize``: shorter side to ``image_size``, then the central square)."""
-    resize = resize or image_size != 32
+    """The whole image, only converted and normalized; with ``resize``, first the shorter side to
+    ``image_size`` and the central square (``auto_augment``: the 'none' preset's training pipeline)."""
     steps: list[Any] = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)] if resize else []
+    steps += auto_augment_transform(auto_augment, v2.AutoAugmentPolicy.CIFAR10)
     steps += [v2.ToImage(), ScaleNormalize(mean, std)]
     return v2.Compose(steps)
 
 
-def choose_preset(augment: str | None, image_size: int) -> str:
-    """The preset ``augment`` names, or the one for ``image_size`` when it is None."""
-    augment = augment or ("cifar" if image_size <= SMALL_IMAGE_SIDE else "imagenet")
-    if augment not in AUGMENT_PRESETS:
-        raise ConfigError(f"data.augment must be one of {AUGMENT_PRESETS} or null (chosen from the image size), got {augment!r}.")
-    return augment
+def default_preset(image_size: int) -> str:
+    """``'cifar'`` up to 64 px (a random-resized crop of a small image keeps too few pixels), else ``'imagenet'``."""
+    return "cifar" if image_size <= SMALL_IMAGE_SIDE else "imagenet"
 
 
 def preset_transforms(
-    augment: str | None,
+    augment: str,
     image_size: int,
     *,
+    test_image_size: int | None = None,
     auto_augment: str | None = None,
     color_jitter: float | None = None,
     pca_lighting: float | None = None,
-    test_image_size: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    stored_side: int | None = None,
 ) -> tuple[v2.Compose, v2.Compose]:
-    """(train, eval) transforms of images from disk for a preset: ``'imagenet'`` (the paper's pipeline),
-    ``'cifar'`` (pad-and-crop at the native size, flip) or None (``'cifar'`` up to 64 px, else ``'imagenet'``).
+    """(train, eval) transforms of a preset (:data:`AUGMENT_PRESETS`): ``'imagenet'`` (the paper's pipeline),
+    ``'cifar'`` (pad-and-crop, flip), ``'shift'`` (pad-and-crop) or ``'none'`` (resize only).
 
-    ``color_jitter`` and ``pca_lighting`` None take the preset's values (ImageNet: the paper's 0.4 and 0.1;
-    CIFAR: none). Evaluation is at ``test_image_size`` (None: ``image_size``). Raises ConfigError, naming the ``data.*`` key, for a setting the preset cannot honour.
+    ``color_jitter`` and ``pca_lighting`` None take the ImageNet preset's values (the paper's 0.4 and 0.1); the
+    other presets have none. Evaluation is at ``test_image_size`` (None: ``image_size``). ``stored_side``: the
+    side every image already has (decoded tensors), so no resize is needed at that size; None: images of any size.
     """
-    augment = choose_preset(augment, image_size)
-    test_image_size = test_image_size or image_size
-    for key, value in (("color_jitter", color_jitter), ("pca_lighting", pca_lighting)):
+    if augment not in AUGMENT_PRESETS:
+        raise ValueError(f"augment must be one of {AUGMENT_PRESETS}, got {augment!r}")
+    for name, value in (("color_jitter", color_jitter), ("pca_lighting", pca_lighting)):
         if value is not None and value < 0:
-            raise ConfigError(f"data.{key} must be at least 0 (0 switches it off), got {value}.")
-    if augment == "cifar":
-        if color_jitter or pca_lighting:
-            raise ConfigError("data.color_jitter and data.pca_lighting belong to data.augment 'imagenet': set that preset or leave them null.")
-        train = cifar_train_transform(image_size, auto_augment=auto_augment, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=True)
-        return train, cifar_eval_transform(test_image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=True)
-    train = train_transform(
-        image_size,
-        auto_augment=auto_augment,
-        color_jitter=0.4 if color_jitter is None else color_jitter,
-        pca_lighting=0.1 if pca_lighting is None else pca_lighting,
-    )
-    return train, eval_transform(test_image_size)
+            raise ValueError(f"{name} must be at least 0 (0 switches it off), got {value}")
+    test_image_size = test_image_size or image_size
+    if augment == "imagenet":
+        train = train_transform(
+            image_size,
+            auto_augment=auto_augment,
+            color_jitter=0.4 if color_jitter is None else color_jitter,
+            pca_lighting=0.1 if pca_lighting is None else pca_lighting,
+            mean=mean,
+            std=std,
+        )
+        return train, eval_transform(test_image_size, mean=mean, std=std)
+    if color_jitter or pca_lighting:
+        raise ValueError(f"color_jitter and pca_lighting belong to the 'imagenet' preset, not {augment!r}")
+    resize, eval_resize = stored_side != image_size, stored_side != test_image_size
+    if augment == "none":
+        train = cifar_eval_transform(image_size, mean=mean, std=std, resize=resize, auto_augment=auto_augment)
+    else:
+        hflip = 0.5 if augment == "cifar" else 0.0
+        train = cifar_train_transform(image_size, hflip=hflip, auto_augment=auto_augment, mean=mean, std=std, resize=resize)
+    return train, cifar_eval_transform(test_image_size, mean=mean, std=std, resize=eval_resize)
