@@ -302,6 +302,9 @@ class ImageDataModule(L.LightningDataModule):
         if max_per_class is not None:
             check_int("max_per_class", max_per_class, 1, " (or null for every image)")
         check_int("repeated_aug", repeated_aug, 1, " (1 = off; DeiT uses 3)")
+        check_int("split_seed", split_seed, 0)
+        if split_seed >= 2**63:  # torch.Generator's range
+            raise ConfigError(f"data.split_seed must be below 2**63, got {split_seed}.")
         check_batch_fits(batch_size, image_size, test_image_size)
         augment = augment or source.augment or default_preset(image_size)
         check_choice("augment", augment, AUGMENT_PRESETS, " or null for the dataset's own")

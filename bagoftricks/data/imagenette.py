@@ -133,7 +133,7 @@ class Imagenette(Downloadable, Source):
             raise ConfigError(
                 f"data.folder must be the name of a folder inside data.root, such as {self.dataset_name}-96, got {folder!r}."
             )
-        if self.noisy_labels not in NOISE_LEVELS:
+        if type(self.noisy_labels) is not int or self.noisy_labels not in NOISE_LEVELS:  # true is not 1 percent
             raise ConfigError(f"data.noisy_labels must be one of {NOISE_LEVELS} (percent), got {self.noisy_labels!r}.")
         check_fraction(self.val_fraction)
         if self.download and folder not in (None, self.official_folder):
