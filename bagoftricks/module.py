@@ -8,6 +8,7 @@ module is built; the training step reads no device value on the host.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -220,13 +221,23 @@ class ClassificationModule(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"])
         check_settings(dict(self.hparams))
         self.optimizer = optimizer
+        try:  # the optimizer's own checks (torch's "Invalid learning rate"), now rather than when training starts
+            probe = optimizer([nn.Parameter(torch.zeros(1))])
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"model.optimizer cannot be built ({err}); fix its setting (model.optimizer.init_args.*).") from err
+        if "lr" not in getattr(probe, "defaults", {}):
+            raise ConfigError(f"model.optimizer must build a torch optimizer with an lr, got {type(probe).__name__}.")
+        flags = dict(backbone_kwargs or {})
+        for key in ("num_classes", "pretrained"):  # module settings of their own, never model flags
+            if key in flags:
+                raise ConfigError(f"model.backbone_kwargs may not set {key}; use model.{key} instead.")
+        # zero_init_last is a module setting and a model flag: either one switches it on.
+        flags["zero_init_last"] = zero_init_last or bool(flags.get("zero_init_last", False))
         try:
-            self.backbone = create_model(
-                backbone, num_classes, pretrained=pretrained, zero_init_last=zero_init_last, **(backbone_kwargs or {})
-            )
+            self.backbone = create_model(backbone, num_classes, pretrained=pretrained, **flags)
         except ConfigError:
             raise
-        except ValueError as err:  # create_model speaks of its own arguments; say which setting it was
+        except (ValueError, TypeError) as err:  # create_model speaks of its own arguments; say which setting it was
             raise ConfigError(f"model.backbone {backbone} with model.backbone_kwargs {backbone_kwargs}: {err}") from err
         names = {f.name for f in fields(Tricks)} - {"teacher"}
         self.tricks = Tricks(
@@ -282,6 +293,12 @@ class ClassificationModule(L.LightningModule):
             raise ConfigError(
                 "model.mixup_off_epochs counts back from the last epoch, so it needs trainer.max_epochs; "
                 "set trainer.max_epochs or model.mixup_off_epochs 0."
+            )
+        off, epochs = self.hparams.mixup_off_epochs, self.trainer.max_epochs
+        if off > 0 and off >= epochs and (self.hparams.mixup_alpha > 0 or self.hparams.cutmix_alpha > 0):
+            raise ConfigError(
+                f"model.mixup_off_epochs {off} covers all {epochs} epochs (trainer.max_epochs), so nothing would be "
+                "mixed; set it below trainer.max_epochs, or mixup_alpha and cutmix_alpha 0 to train without mixing."
             )
 
     def on_train_epoch_start(self) -> None:
@@ -379,8 +396,19 @@ class ClassificationModule(L.LightningModule):
         # torch's fused kernels update every tensor in one pass (CPU and CUDA): on one CPU core
         # AdamW's step on resnet50d takes 38 ms instead of 117 (benchmarks/throughput.py).
         # A user's own fused/foreach setting wins.
+        # Only to a factory that takes the keyword: `lambda p: torch.optim.SGD(p, lr=0.1)` does not.
         fused = defaults.get("fused", False) is None and not defaults.get("foreach") and not defaults.get("differentiable")
-        return self.optimizer(groups, **({"fused": True} if fused else {}))
+        return self.optimizer(groups, **({"fused": True} if fused and takes_keyword(self.optimizer, "fused") else {}))
+
+    def monitorable_metrics(self) -> set[str]:
+        """The names ``fit`` logs for callbacks to monitor (``checkpoint.monitor``): per epoch, from
+        training and validation. ``train/loss`` and ``train/lr`` go to the loggers only (StepLog)."""
+        names = {"train/top1", "val/loss", "val/top1", "val/top5", "epoch", "step"}
+        if self.ema is not None:
+            names |= {"val_ema/top1", "val_ema/top5"}
+        if self.hparams.flip_tta:
+            names.add("val/top1_tta")
+        return names
 
     def on_train_start(self) -> None:
         """The peak LR of every group: the configured LR, times global batch / 256 with linear scaling;
@@ -398,6 +426,15 @@ class ClassificationModule(L.LightningModule):
                     f"param group {group['name']}: {sum(p.numel() for p in group['params']):,} parameters, "
                     f"weight_decay {group['weight_decay']}, peak lr {group['base_lr']:.4g}"
                 )
+
+
+def takes_keyword(factory: Any, name: str) -> bool:
+    """Whether ``factory`` accepts the keyword argument ``name`` (by name or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: do not guess
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def global_batch_size(trainer: L.Trainer) -> int:

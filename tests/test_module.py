@@ -17,6 +17,8 @@ from bagoftricks.callbacks import LRSchedule
 from bagoftricks.data import DigitsDataModule
 from bagoftricks.errors import ConfigError, TrainingDivergedError
 from bagoftricks.models import model_stats
+from bagoftricks.models.resnet import MODEL_FLAGS
+from bagoftricks.module import RULES
 from bagoftricks.tricks import lr_at
 from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
 from host_reads import HostReads
@@ -262,29 +264,95 @@ def test_unknown_compile_backend_is_refused():
 
 
 class CountHostReads(L.Callback):
-    """Host reads from the start of the first training batch to the start of the last one: two
-    whole steps with everything between them (hooks, logging, the optimizer, the next batch)."""
+    """Host reads and blocking copies from the start of the first training batch to the start of the
+    third: two whole steps with everything between them (hooks, logging, the optimizer, the next
+    batch). With ``sync_errors`` (a GPU), torch also raises at any device sync in that window."""
 
-    def __init__(self) -> None:
-        self.reads = HostReads()
+    def __init__(self, sync_errors: bool = False) -> None:
+        self.reads, self.sync_errors = HostReads(), sync_errors
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == 0:
             self.reads.__enter__()
+            if self.sync_errors:
+                torch.cuda.set_sync_debug_mode("error")
         elif batch_idx == 2:
+            if self.sync_errors:
+                torch.cuda.set_sync_debug_mode("default")
             self.reads.__exit__(None, None, None)
+            trainer.should_stop = True  # two steps seen: the rest of the fit is not needed
 
 
-def test_training_steps_read_nothing_back(tmp_path, digits_teacher):
-    flags = ["--model.label_smoothing", "0.1", "--model.mixup_alpha", "0.2", "--model.cutmix_alpha", "1.0",
-             "--model.mix_prob", "0.5", "--model.teacher", str(digits_teacher), "--model.lr_scaling", "linear",
-             "--schedule.name", "cosine", "--schedule.warmup_epochs", "1", "--trainer.max_epochs", "1",
-             "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "0"]  # fmt: skip
-    cli = built(tmp_path, *flags)
-    counter = CountHostReads()
+# How the read-back test switches on each trick key of module.RULES and each flag of
+# models.MODEL_FLAGS, with what the key needs beside it ("TEACHER": a teacher checkpoint). A key
+# added to either without a row here fails that test, which names the table.
+TRICK_ON: dict[str, list[str]] = {
+    "label_smoothing": ["--model.label_smoothing", "0.1"],
+    "mixup_alpha": ["--model.mixup_alpha", "0.2"],
+    "cutmix_alpha": ["--model.cutmix_alpha", "1.0"],
+    "mix_prob": ["--model.cutmix_alpha", "1.0", "--model.mix_prob", "0.5"],
+    "mix_switch_prob": ["--model.mixup_alpha", "0.2", "--model.cutmix_alpha", "1.0", "--model.mix_switch_prob", "0.3"],
+    "distill_temperature": ["--model.teacher", "TEACHER", "--model.distill_temperature", "4"],
+    "distill_alpha": ["--model.teacher", "TEACHER", "--model.distill_alpha", "0.3"],
+    "layer_lr_decay": ["--model.layer_lr_decay", "0.7"],
+    "num_classes": [],  # linked from the data (the digits' 10), not a switch
+    "random_erasing": ["--model.random_erasing", "0.5"],
+    "mixup_off_epochs": ["--model.mixup_alpha", "0.2", "--model.mixup_off_epochs", "1", "--trainer.max_epochs", "2"],
+    "ema_decay": ["--model.ema_decay", "0.99"],
+    "ema_every_n_steps": ["--model.ema_decay", "0.99", "--model.ema_every_n_steps", "2"],
+}
+FLAG_ON: dict[str, str] = {
+    "in_chans": "3",  # the digits are RGB: the one value their data takes
+    "stem": "deep",
+    "stride_in_3x3": "true",
+    "avg_down": "true",
+    "zero_init_last": "true",
+    "se": "true",
+    "act": "mish",
+    "drop_path_rate": "0.1",
+    "blur_pool": "true",
+}
+# Switches outside RULES and MODEL_FLAGS that touch the training step, on in the "everything" case.
+OTHERS = ["--model.lr_scaling", "linear", "--model.no_bias_decay", "true", "--model.flip_tta", "true",
+          "--schedule.name", "cosine", "--schedule.warmup_epochs", "1", "--progressive.initial_scale", "0.5"]  # fmt: skip
+
+
+def switched_on(case: str) -> list[str]:
+    """The CLI flags that switch `case` on: a RULES key, a MODEL_FLAGS flag, or "everything"."""
+    if case == "everything":
+        pairs = {name: value for key in RULES for name, value in zip(TRICK_ON[key][::2], TRICK_ON[key][1::2])}
+        tricks = [flag for name, value in pairs.items() if name != "--trainer.max_epochs" for flag in (name, value)]
+        flags = ", ".join(f"{key}: {value}" for key, value in FLAG_ON.items())
+        return [*tricks, "--model.backbone_kwargs", f"{{{flags}}}", *OTHERS, "--trainer.max_epochs", "2"]
+    if case in RULES:
+        assert case in TRICK_ON, f"model.{case} is a new trick key: add how to switch it on to TRICK_ON"
+        return TRICK_ON[case]
+    assert case in FLAG_ON, f"{case} is a new model flag: add a value that switches it on to FLAG_ON"
+    return ["--model.backbone_kwargs", f"{{{case}: {FLAG_ON[case]}}}"]
+
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the sync-debug run needs a GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=GPU)])
+@pytest.mark.parametrize("case", [*RULES, *MODEL_FLAGS, "everything"])
+def test_training_steps_read_nothing_back(tmp_path, digits_teacher, case, device):
+    """No host read and no blocking copy from the host in two training steps, with each trick and
+    model flag on alone and all together; on a GPU, also no device sync at all
+    (``torch.cuda.set_sync_debug_mode("error")``)."""
+    flags = [str(digits_teacher) if flag == "TEACHER" else flag for flag in switched_on(case)]
+    if device == "cuda":  # CUDA's deterministic mode has no deterministic pooling backward
+        flags += ["--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.deterministic", "false"]
+    limits = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "0", "--trainer.enable_checkpointing", "false"]
+    cli = built(tmp_path, *flags, *limits)
+    counter = CountHostReads(sync_errors=device == "cuda")
     cli.trainer.callbacks.insert(0, counter)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    assert cli.trainer.global_step == 3
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    assert cli.trainer.global_step >= 2
     # The loader's per-image augmentation draws its crops on the CPU (in loader workers on a GPU
     # machine): no device value. Everything else, from the model to the optimizer, reads nothing.
     assert [op for op in counter.reads.ops if "/torchvision/transforms/" not in op] == []

@@ -134,17 +134,26 @@ def test_distillation_validates(batch, kwargs, key):
 
 
 def test_host_reads_counter_sees_reads():
-    """The counter itself: the reads the tricks used to make are seen."""
+    """The counter itself: the reads the tricks used to make are seen, and the copies from the
+    host that block (random erasing's boxes used to be one)."""
+    labels, concentration, x = torch.tensor([1, 2]), torch.tensor(0.2), torch.zeros(2)
     for read in (
         lambda: torch.ones(()).item(),
         lambda: bool(torch.ones(()) > 0),
-        lambda: F.one_hot(torch.tensor([1, 2]), 3),  # its range check reads min and max
+        lambda: F.one_hot(labels, 3),  # its range check reads min and max
         # validated explicitly: torch.compile (test_module) turns the default validation off process-wide
-        lambda: torch.distributions.Beta(torch.tensor(0.2), torch.tensor(0.2), validate_args=True).sample(),
+        lambda: torch.distributions.Beta(concentration, concentration, validate_args=True).sample(),
+        lambda: torch.tensor([[0, 1, 2, 3]]),  # Python values into a tensor: a host-to-device copy on a GPU
+        lambda: x.new_tensor(5.0),
+        lambda: torch.as_tensor([0.5], device=x.device),
+        lambda: x.to("meta"),  # a copy off the CPU without non_blocking
     ):
         with HostReads() as reads:
             read()
         assert reads.ops, read
+    with HostReads() as reads:  # what is not a read: device-side factories, a non-blocking copy, a tensor passed on
+        torch.full((2,), 3.0), torch.as_tensor(x), x.to("meta", non_blocking=True)
+    assert reads.ops == []
 
 
 def test_losses_read_nothing_on_the_host(batch):

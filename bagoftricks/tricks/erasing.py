@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
-from torchvision.transforms import v2
+
+ATTEMPTS = 10  # boxes tried per image before it is left whole, as torchvision's RandomErasing
 
 
 def random_erasing(
@@ -15,15 +17,20 @@ def random_erasing(
     scale: tuple[float, float] = (0.02, 0.33),
     ratio: tuple[float, float] = (0.3, 3.3),
     value: float | Sequence[float] = 0.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Erase one random rectangle in each image of `x` [N, C, H, W] with probability `p`.
 
-    Each image gets its own coin and box, drawn by torchvision's `v2.RandomErasing` from
-    torch's global RNG in the order a per-image loop of that transform draws them (so
-    `torch.manual_seed` pins it); the boxes are then filled in one masked write on the
-    batch's device. `value` fills the box (0 is the mean colour of a normalized batch, as
-    in torchvision's training recipe); `scale` is the box's share of the image, `ratio`
-    its aspect range. Returns a new tensor.
+    The distribution of torchvision's `v2.RandomErasing`, applied to each image: a coin with
+    probability `p`, then up to ten tries of a box whose area is a uniform share in `scale` of the
+    image and whose aspect ratio is log-uniform in `ratio`, rounded to whole pixels, the first that
+    fits inside the image placed uniformly at random (none fits: the image is left whole).
+    torchvision draws them in a Python loop with a host read per number; here every image's coin,
+    ten tries and position are drawn at once on the batch's device, from `generator` (default:
+    torch's global generator of that device, which `seed_everything` seeds), and the boxes are
+    filled in one masked write, so nothing is read back or copied from the host. `value` fills the
+    box (0 is the mean colour of a normalized batch, as in torchvision's training recipe), or one
+    value per channel. Returns a new tensor.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be in [0, 1], got {p}.")
@@ -31,25 +38,34 @@ def random_erasing(
         raise ValueError(f"x must be a batch [N, C, H, W], got shape {tuple(x.shape)}.")
     if isinstance(value, str):
         raise ValueError(f"value must be a number or one number per channel, got {value!r}.")
+    if not (0 <= scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"scale must be (low, high) in [0, 1] and ratio (low, high) > 0, low <= high; got {scale} and {ratio}.")
+    values = [float(v) for v in value] if isinstance(value, Sequence) else [float(value)]
+    if len(values) not in (1, x.shape[1]):
+        raise ValueError(f"value must be one number or one per channel ({x.shape[1]}), got {len(values)}.")
     if p == 0.0:
         return x
-    eraser = v2.RandomErasing(p=p, scale=scale, ratio=ratio, value=value)
-    boxes = []
-    for k in range(x.shape[0]):
-        if torch.rand(1) >= p:  # v2's own coin (_RandomApplyTransform.forward), per image
-            continue
-        box = eraser.make_params([x[k]])
-        if box["v"] is not None:  # None: no box fitted in ten tries, and v2 leaves the image
-            boxes.append((k, box["i"], box["j"], box["h"], box["w"]))
-    if not boxes:
-        return x
-    index, top, left, height, width = torch.tensor(boxes).to(x.device).unbind(1)
-    rows = torch.arange(x.shape[2], device=x.device)
-    cols = torch.arange(x.shape[3], device=x.device)
-    in_rows = (rows >= top[:, None]) & (rows < (top + height)[:, None])
-    in_cols = (cols >= left[:, None]) & (cols < (left + width)[:, None])
-    inside = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # [boxes, 1, H, W]
-    fill = torch.tensor(eraser.value, dtype=x.dtype, device=x.device)[:, None, None]
-    out = x.clone()
-    out[index] = torch.where(inside, fill, x[index])
-    return out
+    n, _, height, width = x.shape
+    draw = dict(device=x.device, generator=generator)
+    erase = torch.rand(n, **draw) < p
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, ATTEMPTS, **draw))
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_low + (log_high - log_low) * torch.rand(n, ATTEMPTS, **draw))
+    box_h = torch.sqrt(area * aspect).round()  # half to even, as Python's round in torchvision
+    box_w = torch.sqrt(area / aspect).round()
+    fits = (box_h < height) & (box_w < width)
+    first = fits.float().argmax(1, keepdim=True)  # the first try that fits (0 when none does)
+    box_h, box_w = box_h.gather(1, first).squeeze(1), box_w.gather(1, first).squeeze(1)
+    erase &= fits.any(1)
+    # Uniform integer positions in [0, height - h] and [0, width - w], as torch.randint draws them.
+    top = (torch.rand(n, **draw) * (height - box_h + 1)).floor()
+    left = (torch.rand(n, **draw) * (width - box_w + 1)).floor()
+    rows = torch.arange(height, device=x.device)
+    cols = torch.arange(width, device=x.device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
+    inside = in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]  # [N, H, W]
+    if len(values) == 1:  # a Python number: no tensor from host data, no copy to the device
+        return torch.where(inside[:, None], values[0], x)
+    fill = torch.stack([torch.full((), v, dtype=x.dtype, device=x.device) for v in values])  # filled on the device
+    return torch.where(inside[:, None], fill[:, None, None], x)
