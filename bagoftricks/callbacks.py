@@ -49,14 +49,25 @@ class LRSchedule(Callback):
     ) -> None:
         if name not in SCHEDULES:
             raise ConfigError(f"schedule.name must be one of {', '.join(SCHEDULES)}, got {name!r}.")
-        if warmup_epochs < 0:
-            raise ConfigError(f"schedule.warmup_epochs must be >= 0, got {warmup_epochs}.")
+        if not 0 <= warmup_epochs < math.inf:
+            raise ConfigError(f"schedule.warmup_epochs must be a number of epochs >= 0, got {warmup_epochs}.")
         if name == "onecycle" and warmup_epochs > 0:
             raise ConfigError(
                 "schedule.warmup_epochs must be 0 with schedule.name onecycle, which warms up by itself (see schedule.pct_start)."
             )
         if name == "onecycle" and not 0 < pct_start < 1:
             raise ConfigError(f"schedule.pct_start must be in (0, 1), got {pct_start}.")
+        # Every factor below multiplies or divides the LR: a negative one trains with a negative LR,
+        # a zero divisor stops at the first step.
+        if not 0 <= final_lr_factor <= 1:
+            raise ConfigError(f"schedule.final_lr_factor must be in [0, 1] (a fraction of the peak LR), got {final_lr_factor}.")
+        if not gamma > 0:
+            raise ConfigError(f"schedule.gamma must be > 0 (the step schedule multiplies the LR by it; 0.1 is usual), got {gamma}.")
+        if any(m < 0 for m in milestones or []):
+            raise ConfigError(f"schedule.milestones must be epochs >= 0, got {list(milestones or [])}.")
+        for key, value in (("div_factor", div_factor), ("final_div_factor", final_div_factor)):
+            if not value > 0:
+                raise ConfigError(f"schedule.{key} must be > 0 (one-cycle divides the peak LR by it), got {value}.")
         self.name, self.warmup_epochs, self.final_lr_factor = name, warmup_epochs, final_lr_factor
         self.milestones, self.gamma = list(milestones or []), gamma
         self.pct_start, self.div_factor, self.final_div_factor = pct_start, div_factor, final_div_factor

@@ -99,6 +99,10 @@ def op_kind(event) -> str:
     name = event.name
     if name.startswith("ProfilerStep"):
         return "outside any op (Python: Lightning, hooks, logging)"
+    if name == "aten::fill_" and any(n.startswith("aten::empty") for n in regions(event)[1:3]):
+        # torch.use_deterministic_algorithms fills every new tensor with NaN unless
+        # torch.utils.deterministic.fill_uninitialized_memory is off (the CLI turns it off since issue 26)
+        return "NaN fill of new tensors (deterministic mode)"
     if in_loader(event):
         return "data loading (the next batch: transforms, collate)"
     if not in_step(event) and any(n.startswith("Optimizer.") for n in regions(event)):
