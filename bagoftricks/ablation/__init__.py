@@ -48,25 +48,7 @@ datamodule's test split, when it has one distinct from validation (every shipped
 on held-out training images and keeps the official split as its test split; an image folder without a
 ``test/`` folder has none).
 
-Flags:
-    --out DIR            output folder (default ``runs/<spec name>``, the name being ``<dataset>-<file stem>``)
-    --seeds 0,1,2        seeds instead of the spec's
-    --only 3[,4]         only these run indices (0-based, step-major): one SLURM array task or sweep agent each
-    --dry-run            print every run's ``bagoftricks fit`` command, one per line; run nothing
-    --export-sweep FILE  write a W&B grid sweep whose only parameter is ``only`` (the run index) and whose
-                         command is ``bagoftricks ablate SPEC --wandb --only=<index>``; run nothing
-    --wandb              log to W&B too (offline when no credentials); also on when the configs name a WandbLogger
-    --set KEY=VALUE      override a CLI key in every run, after the spec (``--set data.root=/datasets``)
-    --jobs N             train N runs at once in worker processes, cores // N threads each (default: one run
-                         per core with one thread, so the numbers depend on the CPU's instruction set, not on
-                         its core count; one per GPU on GPUs)
-    --no-report          train only; leave results.md and the plots to a later call
-    --report             train nothing; write results.md and the plots from the finished runs
-    --launcher slurm     submit the unfinished runs as one SLURM job array (``--slurm.partition``,
-                         ``--slurm.gpus_per_node``, ``--slurm.cpus_per_task``, ``--slurm.mem_gb``,
-                         ``--slurm.timeout_min``, ``--slurm.array_parallelism``, ``--slurm.account``, ``--slurm.qos``,
-                         ``--slurm.constraint``, ``--slurm.sbatch OPTION=VALUE`` for any other); returns after
-                         submitting unless ``--wait``
+Flags: ``bagoftricks ablate --help`` (``ablate_main``).
 
 With W&B, each run is ``group`` = spec name, ``name`` = ``"<step> s<seed>"``, ``tags`` = the tricks
 switched on, and its config holds the complete resolved configuration plus ``ablation.tricks``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,38 +12,21 @@ import yaml
 from rich.console import Console
 
 from bagoftricks.ablation.execute import default_wandb_offline
-from bagoftricks.ablation.launch import ddp_rank_run, default_jobs, run_jobs, train_runs
+from bagoftricks.ablation.launch import ddp_rank_run, default_jobs, run_jobs, train_runs, worker
 from bagoftricks.ablation.plan import PlannedRun, plan, sweep_config
+from bagoftricks.ablation.record import RunRecord
 from bagoftricks.ablation.render import log_summary, print_table
+from bagoftricks.ablation.slurm import OPTIONS as SLURM_OPTIONS
 from bagoftricks.ablation.report import write_report
 from bagoftricks.ablation.spec import Spec, check_seeds, load_spec, one_line
 from bagoftricks.ablation.store import Store, atomic_write, disk_error
 from bagoftricks.errors import ConfigError, UserError
 
-SLURM_OPTIONS = {  # --slurm.<name>: (type, help)
-    "partition": (str, "the partition to submit to"),
-    "gpus_per_node": (int, "GPUs per array task (one run each)"),
-    "cpus_per_task": (int, "CPU cores per array task"),
-    "mem_gb": (float, "memory per array task, GB"),
-    "timeout_min": (int, "time limit per array task, minutes (a run that hits it is requeued and resumes)"),
-    "array_parallelism": (int, "at most this many array tasks at once"),
-    "account": (str, "the account to charge"),
-    "qos": (str, "the quality of service"),
-    "constraint": (str, "node features, as sbatch --constraint"),
-}
-
-
 def _unfinished(store: Store, selected: list[PlannedRun], console: Console) -> list[PlannedRun]:
     """The runs without a record; warns about finished runs whose settings differ from the plan's now."""
-    todo = []
-    for run in selected:
-        if not store.record_path(run).is_file():
-            todo.append(run)
-            continue
-        from bagoftricks.ablation.record import RunRecord
-
-        done = RunRecord.from_json(store.record_path(run))
-        if list(done.configs) != list(run.configs) or list(done.overrides) != list(run.overrides):
+    todo = [run for run in selected if not store.record_path(run).is_file()]
+    for run in (run for run in selected if run not in todo):
+        if (done := RunRecord.from_json(store.record_path(run))) and (done.configs, done.overrides) != (run.configs, run.overrides):
             console.print(f"[yellow]warning:[/] {run.run_dir} was finished with other settings; delete it to rerun it.")
     if len(todo) < len(selected):
         console.print(f"{len(selected) - len(todo)} of {len(selected)} runs already finished (result.json): skipped.")
@@ -180,7 +164,11 @@ class _Parser(argparse.ArgumentParser):
 
 def ablate_main(argv: list[str] | None = None) -> Path | None:
     """``bagoftricks ablate SPEC [flags]``; the flags are described in the package docstring."""
+    argv = sys.argv[1:] if argv is None else argv
     if ddp_rank_run():
+        return None
+    if argv[:1] == ["--worker"] and len(argv) == 3:  # a --jobs worker: its share of the plan (see launch.py)
+        worker(*argv[1:])
         return None
     parser = _Parser(
         prog="bagoftricks ablate",
@@ -201,7 +189,7 @@ def ablate_main(argv: list[str] | None = None) -> Path | None:
                         help="override a CLI key in every run, after the spec (e.g. data.root=/datasets)")  # fmt: skip
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the runs train (slurm: one job array, via submitit)")
     parser.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the array, then write the report")
-    for name, (kind, text) in SLURM_OPTIONS.items():
+    for name, (_, kind, text) in SLURM_OPTIONS.items():
         parser.add_argument(f"--slurm.{name}", dest=f"slurm_{name}", type=kind, help=text)
     parser.add_argument("--slurm.sbatch", dest="slurm_sbatch", type=_key_value, action="append", default=[], metavar="OPTION=VALUE",
                         help="any other sbatch option, e.g. --slurm.sbatch exclude=node7 (repeatable)")  # fmt: skip

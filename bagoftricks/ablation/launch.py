@@ -1,6 +1,6 @@
 """Launch the plan on this machine: in this process one run after another, or ``--jobs N`` worker processes.
 
-A worker is ``python -m bagoftricks.ablation.launch OUT 3,7,11``: it reads ``OUT/plan.json`` and trains
+A worker is ``python -m bagoftricks ablate --worker OUT 3,7,11``: it reads ``OUT/plan.json`` and trains
 those runs, the way a SLURM array task trains its one (``slurm.py``). A run's numbers depend only on its
 arguments, its seed and, on a CPU, its thread count (which orders the floating-point sums), not on which
 process trains it or when: with the same threads per run, the records equal those of one process running
@@ -70,12 +70,12 @@ def run_jobs(store: Store, todo: list[PlannedRun], jobs: int, console: Console) 
     """Train ``todo`` in ``jobs`` worker processes (each a share of the runs, interleaved across steps)."""
     shards = [shard for shard in (todo[i::jobs] for i in range(jobs)) if shard]
     console.print(f"{len(todo)} runs in {len(shards)} worker processes, {threads_per_run(len(shards))} CPU thread(s) each.")
-    workers = []
+    processes = []
     for job, shard in enumerate(shards):
         only = ",".join(str(run.index) for run in shard)
-        command = [sys.executable, "-m", "bagoftricks.ablation.launch", str(store.out), only]
-        workers.append(subprocess.Popen(command, env=worker_env(job, len(shards))))
-    codes = [worker.wait() for worker in workers]
+        command = [sys.executable, "-m", "bagoftricks", "ablate", "--worker", str(store.out), only]
+        processes.append(subprocess.Popen(command, env=worker_env(job, len(shards))))
+    codes = [process.wait() for process in processes]
     failed = [f"worker {job} (exit {code})" for job, code in enumerate(codes) if code != 0]
     if failed:
         raise UserError(f"{', '.join(failed)} of {len(shards)} failed, as printed above; repeat the command to finish the remaining runs.")
@@ -93,11 +93,8 @@ def ddp_rank_run() -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m bagoftricks.ablation.launch OUT 3,7``: train those runs of ``OUT/plan.json``."""
-    out, only = sys.argv[1:] if argv is None else argv
-    if ddp_rank_run():
-        return
+def worker(out: str, only: str) -> None:
+    """``bagoftricks ablate --worker OUT 3,7``: train those runs of ``OUT/plan.json``."""
     store = Store(out)
     runs = store.read_plan()
     try:
@@ -105,10 +102,4 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         if (user_error := disk_error(err, store.out)) is None:
             raise
-        sys.exit(f"bagoftricks: error: {user_error}")
-    except UserError as err:
-        sys.exit(f"bagoftricks: error: {err}")
-
-
-if __name__ == "__main__":
-    main()
+        raise user_error from err

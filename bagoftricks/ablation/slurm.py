@@ -24,12 +24,18 @@ from bagoftricks.ablation.spec import Spec
 from bagoftricks.ablation.store import Store
 from bagoftricks.errors import UserError
 
-# --slurm.<name> -> submitit's AutoExecutor parameter
-PARAMETERS = {
-    "partition": "slurm_partition", "gpus_per_node": "gpus_per_node", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
-    "timeout_min": "timeout_min", "array_parallelism": "slurm_array_parallelism", "account": "slurm_account",
-    "qos": "slurm_qos", "constraint": "slurm_constraint", "sbatch": "slurm_additional_parameters",
-}  # fmt: skip
+# --slurm.<name>: (submitit's AutoExecutor parameter, type, help)
+OPTIONS = {
+    "partition": ("slurm_partition", str, "the partition to submit to"),
+    "gpus_per_node": ("gpus_per_node", int, "GPUs per array task (one run each)"),
+    "cpus_per_task": ("cpus_per_task", int, "CPU cores per array task (its torch threads; default 1)"),
+    "mem_gb": ("mem_gb", float, "memory per array task, GB"),
+    "timeout_min": ("timeout_min", int, "time limit per array task, minutes (default 240; a run that hits it is requeued)"),
+    "array_parallelism": ("slurm_array_parallelism", int, "at most this many array tasks at once"),
+    "account": ("slurm_account", str, "the account to charge"),
+    "qos": ("slurm_qos", str, "the quality of service"),
+    "constraint": ("slurm_constraint", str, "node features, as sbatch --constraint"),
+}
 DEFAULTS = {"timeout_min": 240, "cpus_per_task": 1}  # submitit's own default time limit is 5 minutes
 MAX_REQUEUES_ON_TIMEOUT = 10
 
@@ -73,7 +79,9 @@ def executor(store: Store, options: dict[str, Any]):
         made = submitit.AutoExecutor(folder=store.slurm, cluster=cluster, slurm_max_num_timeout=MAX_REQUEUES_ON_TIMEOUT)
     except RuntimeError as err:
         raise UserError(f"--launcher slurm found no SLURM here ({err}); run it on the cluster's login node, or train here with --jobs.") from None
-    parameters = {PARAMETERS[key]: value for key, value in {**DEFAULTS, **options}.items()}
+    extra = options.pop("sbatch", None)  # any other sbatch option, passed through
+    parameters = {OPTIONS[key][0]: value for key, value in {**DEFAULTS, **options}.items()}
+    parameters.update({"slurm_additional_parameters": extra} if extra else {})
     if cluster == "local":
         parameters = {k: v for k, v in parameters.items() if not k.startswith("slurm_")}
     made.update_parameters(name=store.out.name, nodes=1, tasks_per_node=1, **parameters)
