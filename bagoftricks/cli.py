@@ -318,6 +318,11 @@ class BagOfTricksCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]):
         # The checkpoint group always adds a ModelCheckpoint, which Lightning refuses beside
         # --trainer.enable_checkpointing false: that switch drops it instead.
+        # --trainer.fast_dev_run promises no checkpoints, but Lightning 2.6's ModelCheckpoint.on_train_end
+        # still writes save_last's last.ckpt (a new last-vN.ckpt per call) where a later `--ckpt_path last`
+        # would load it: a fast dev run drops the callback too.
+        if config.get("fast_dev_run"):
+            config = {**config, "enable_checkpointing": False}
         if config.get("enable_checkpointing") is False:
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         check_trainer_config(config)

@@ -1,4 +1,5 @@
-"""Shared helpers: run the CLI the way the shell does, read the metrics it logged."""
+"""Shared helpers: run the CLI the way the shell does, read the metrics it logged; one session-scoped miniature
+per dataset format (tests/miniatures.py writes them) and untrained teachers, built once for every test that needs one."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
+from miniatures import make_cifar10, make_cifar100, make_cub200, make_image_folder, make_imagenette
 
 from bagoftricks.cli import cli_main
+from bagoftricks.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -16,14 +20,18 @@ DIGITS_BASE = EXPERIMENTS / "digits" / "base.yaml"
 TINY = ["--data.batch_size", "16", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-def fit(tmp_path: Path, *args: str, **kwargs):
+def fit(tmp_path: Path, *args: str, checkpoint: bool = False, **kwargs):
     """`bagoftricks fit ARGS` with all outputs under tmp_path and a CSV logger there.
 
+    Checkpointing is off unless ``checkpoint``: a digits fit's best and last checkpoints hold about
+    90 MB each, and only a test that loads or resumes one needs them.
     With ``run=False`` the CLI only builds model, data and trainer (no subcommand).
     """
     subcommand = ["fit"] if kwargs.get("run", True) else []
     argv = [*subcommand, *args, "--trainer.default_root_dir", str(tmp_path)]
     argv += ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path)]
+    if not checkpoint:
+        argv += ["--trainer.enable_checkpointing", "false"]
     return cli_main(argv, **kwargs)
 
 
@@ -38,11 +46,75 @@ def column(rows: list[dict[str, str]], key: str) -> list[float]:
 
 @pytest.fixture(scope="session")
 def digits_teacher(tmp_path_factory) -> Path:
-    """A real (briefly trained) teacher checkpoint on digits, for the distillation tests."""
+    """A real (briefly trained) teacher checkpoint on digits, for the distillation tests (weights only: 45 MB)."""
     out = tmp_path_factory.mktemp("teacher")
     fit(
         out, "-c", str(DIGITS_BASE), *TINY,
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
         "--checkpoint.dirpath", str(out), "--checkpoint.filename", "teacher", "--checkpoint.save_last", "false",
+        "--checkpoint.save_weights_only", "true", checkpoint=True,
     )  # fmt: skip
     return out / "teacher.ckpt"
+
+
+@pytest.fixture(scope="session")
+def untrained_teacher(tmp_path_factory):
+    """``untrained_teacher(num_classes)``: a ResNet-18 teacher file in the layout of this library's checkpoints
+    (``backbone.``-prefixed weights and the hyperparameters naming the backbone), written once per class count.
+    The weights are stored in bfloat16 (22 MB, not 45): ``load_state_dict`` copies them into the float32 network."""
+    root, paths = tmp_path_factory.mktemp("teachers"), {}
+
+    def teacher(num_classes: int) -> Path:
+        if num_classes not in paths:
+            network = create_model("resnet18", num_classes)
+            state = {f"backbone.{key}": value.bfloat16() if value.is_floating_point() else value for key, value in network.state_dict().items()}
+            paths[num_classes] = root / f"resnet18-{num_classes}.ckpt"
+            torch.save({"state_dict": state, "hyper_parameters": {"backbone": "resnet18", "num_classes": num_classes}}, paths[num_classes])
+        return paths[num_classes]
+
+    return teacher
+
+
+# ----------------------------------------------------------------------------- one miniature per dataset format
+
+
+@pytest.fixture(scope="session")
+def imagenette_root(tmp_path_factory) -> Path:
+    """``root/imagenette2-160/{train,val}/<wnid>/*.JPEG`` and ``noisy_imagenette.csv``: the official archive's layout."""
+    return make_imagenette(tmp_path_factory.mktemp("imagenette"), "imagenette2-160")
+
+
+@pytest.fixture(scope="session")
+def imagenette_copy_root(tmp_path_factory) -> Path:
+    """``root/imagenette2-96/{train,val}/<wnid>/*.JPEG`` without the csv: a copy a user resized by hand (96-px sides)."""
+    return make_imagenette(tmp_path_factory.mktemp("imagenette_copy"), "imagenette2-96", side=96, noisy_csv=False)
+
+
+@pytest.fixture(scope="session")
+def imagewoof_root(tmp_path_factory) -> Path:
+    """``root/imagewoof2-160/{train,val}/<wnid>/*.JPEG`` and ``noisy_imagewoof.csv``."""
+    return make_imagenette(tmp_path_factory.mktemp("imagewoof"), "imagewoof2-160")
+
+
+@pytest.fixture(scope="session")
+def cifar100_root(tmp_path_factory) -> Path:
+    """``root/cifar-100-python/{train,test,meta}``: the real pickles' keys, dtypes and shapes (200 training images)."""
+    return make_cifar100(tmp_path_factory.mktemp("cifar100"), n_train=200)
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory) -> Path:
+    """``root/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``."""
+    return make_cifar10(tmp_path_factory.mktemp("cifar10"))
+
+
+@pytest.fixture(scope="session")
+def cub200_root(tmp_path_factory) -> Path:
+    """``root/CUB_200_2011/`` with ``images/NNN.Name/*.jpg`` and the four index files (3 classes)."""
+    return make_cub200(tmp_path_factory.mktemp("cub200"))
+
+
+@pytest.fixture(scope="session")
+def image_folder_root(tmp_path_factory) -> Path:
+    """``root/{train,test}/<class>/*.jpg`` of 32-px JPEGs: the shared CIFAR-10 photo copy's layout."""
+    return make_image_folder(tmp_path_factory.mktemp("image_folder") / "cifar10", per_class=6)

@@ -37,10 +37,11 @@ def make_imagenette(
     wnids: list[str] | None = None,
     side: int = 64,
     seed: int = 0,
+    noisy_csv: bool = True,
 ) -> Path:
     """``root/name/{train,val}/<wnid>/*.JPEG`` and the noisy-label csv; ``name`` starting with imagewoof
     gives the Imagewoof classes and ``noisy_imagewoof.csv``. Images have shorter side ``side`` and mixed
-    orientations. In the csv, a train image's ``noisy_labels_N`` (N > 0) is the next class's wnid for
+    orientations. ``noisy_csv=False`` leaves the csv out, as in a copy a user resized by hand. In the csv, a train image's ``noisy_labels_N`` (N > 0) is the next class's wnid for
     every train image whose position j satisfies ``(37 * j) % 100 < N`` (so position 0 always is)."""
     root, rng = Path(root), np.random.default_rng(seed)
     woof = name.startswith("imagewoof")
@@ -54,6 +55,8 @@ def make_imagenette(
                 size = (long_side, side) if k % 2 == 0 else (side, long_side)
                 write_image(root / name / split / wnid / file, c, size, rng)
                 rows.append((f"{split}/{wnid}/{file}", wnid, split == "val"))
+    if not noisy_csv:
+        return root
     with open(root / name / f"noisy_{'imagewoof' if woof else 'imagenette'}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", *(f"noisy_labels_{n}" for n in NOISE_LEVELS), "is_valid"])

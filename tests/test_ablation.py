@@ -344,6 +344,7 @@ def test_wandb_offline_run_holds_the_tricks(tmp_path, monkeypatch):
     assert logged["results"]["_type"] == "table-file" and logged["results"]["ncols"] == 12
 
 
+@pytest.mark.slow  # a Jupyter kernel starts and runs every cell: a minute on a 2-core CPU
 def test_notebook_executes(tiny, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

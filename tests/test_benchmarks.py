@@ -21,6 +21,8 @@ from bagoftricks.models import list_models
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import benchmarks/common.py as a sibling
 
 QUICK = ["--quick", "--threads", "1"]
+# Each script trains or times real steps: together minutes on a 2-core CPU, so `pytest -m slow` runs them.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,7 @@ import yaml
 
 from bagoftricks.__main__ import main
 from bagoftricks.cli import cli_main
-from conftest import DIGITS_BASE, EXPERIMENTS, TINY, fit
-
-DIGITS_DIFFS = sorted(p for p in (EXPERIMENTS / "digits").glob("*.yaml") if p.name != "base.yaml" and "steps" not in yaml.safe_load(p.read_text()))
+from conftest import DIGITS_BASE, EXPERIMENTS, TINY, column, fit, read_metrics
 
 
 def test_help_lists_subcommands(capsys):
@@ -42,26 +40,24 @@ def test_shipped_configs_start_with_their_command():
         assert str(path.relative_to(EXPERIMENTS.parent)) in first, f"{path}: the command names another file"
 
 
-def test_digits_base_fast_dev_run(tmp_path):
-    cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.fast_dev_run", "2")
-    assert cli.trainer.state.finished
-    assert cli.model.hparams.num_classes == 10  # linked from the data
-
-
-@pytest.mark.parametrize("diff", DIGITS_DIFFS, ids=lambda p: p.stem)
-def test_digits_diff_fast_dev_run(tmp_path, diff, digits_teacher):
-    extra = ["--model.teacher", str(digits_teacher)] if "teacher" in yaml.safe_load(diff.read_text()).get("model", {}) else []
-    cli = fit(tmp_path, "-c", str(DIGITS_BASE), "-c", str(diff), *TINY, *extra, "--trainer.fast_dev_run", "1")
-    assert cli.trainer.state.finished
-
-
-def test_validate_and_test_from_checkpoint(tmp_path):
-    fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2")
-    ckpt = next(tmp_path.rglob("last.ckpt"))
+def test_validate_and_test_from_checkpoint_reproduce_the_fitted_weights(tmp_path):
+    """The checkpoint's weights are what validate and test evaluate: validate --ckpt_path gives the val/top1 and
+    val/loss the fit logged at its last epoch, test --ckpt_path the test metrics of the fitted model in memory.
+    (The digits shipped configs are fast-dev-run by test_experiments.py.)"""
+    flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.limit_val_batches", "3", "--trainer.limit_test_batches", "3"]
+    fitted = fit(tmp_path / "fit", *flags, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4",
+                 "--checkpoint.save_top_k", "0", "--checkpoint.save_weights_only", "true", checkpoint=True)  # fmt: skip
+    logged = read_metrics(next((tmp_path / "fit").rglob("metrics.csv")))
+    in_memory = fitted.trainer.test(fitted.model, datamodule=fitted.datamodule, verbose=False)[0]
+    ckpt = str(next((tmp_path / "fit").rglob("last.ckpt")))
+    results = {}
     for subcommand in ("validate", "test"):
-        argv = [subcommand, "-c", str(DIGITS_BASE), *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / subcommand)]
-        cli = cli_main(argv)
-        assert cli.trainer.state.finished
+        argv = [subcommand, *flags, "--ckpt_path", ckpt, "--trainer.default_root_dir", str(tmp_path / subcommand), "--trainer.logger", "false"]
+        results[subcommand] = {k: v.item() for k, v in cli_main(argv).trainer.callback_metrics.items()}
+    assert results["validate"]["val/top1"] == pytest.approx(column(logged, "val/top1")[-1], abs=1e-6)
+    assert results["validate"]["val/loss"] == pytest.approx(column(logged, "val/loss")[-1], rel=1e-5)
+    assert results["test"]["test/loss"] == pytest.approx(in_memory["test/loss"], rel=1e-5)
+    assert results["test"]["test/top1"] == pytest.approx(in_memory["test/top1"], abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -96,9 +92,8 @@ class Unlisted:
     pass
 
 
-def test_checkpoint_needing_unpickling_is_refused(tmp_path, capsys):
-    fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1")
-    ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
+def test_checkpoint_needing_unpickling_is_refused(tmp_path, capsys, digits_teacher):
+    ckpt = torch.load(digits_teacher, weights_only=True)  # a checkpoint this CLI wrote
     ckpt["extra"] = Unlisted()  # a class outside the weights-only allow-list
     path = tmp_path / "pickled.ckpt"
     torch.save(ckpt, path)
@@ -135,7 +130,7 @@ def test_a_bug_keeps_its_traceback_and_a_config_mistake_is_one_line(tmp_path, mo
 
 def test_resume_uses_the_given_config_and_refuses_another_network(tmp_path, capsys):
     flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
-    fit(tmp_path / "a", *flags, "--trainer.max_epochs", "1")
+    fit(tmp_path / "a", *flags, "--trainer.max_epochs", "1", "--checkpoint.save_top_k", "0", checkpoint=True)  # last.ckpt only
     ckpt = next((tmp_path / "a").rglob("last.ckpt"))
     resumed = fit(tmp_path / "b", *flags, "--trainer.max_epochs", "2", "--model.label_smoothing", "0.3", "--ckpt_path", str(ckpt))
     assert resumed.model.tricks.label_smoothing == 0.3 and resumed.trainer.current_epoch == 2
@@ -154,7 +149,8 @@ def test_resume_uses_the_given_config_and_refuses_another_network(tmp_path, caps
 )
 def test_lightning_switches_work(tmp_path, flags):
     argv = ["fit", "-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-            "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path), *flags]  # fmt: skip
+            "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path), *flags,
+            "--checkpoint.save_top_k", "0", "--checkpoint.save_last", "false"]  # fmt: skip
     cli = cli_main(argv)
     assert cli.trainer.state.finished and cli.trainer.global_step == 2
     if "false" in flags and "--trainer.enable_checkpointing" in flags:

@@ -11,6 +11,9 @@ import pytest
 
 from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
 
+# Each test launches `python -m bagoftricks` processes that train: a minute or more on a 2-core CPU.
+pytestmark = pytest.mark.slow
+
 # 216 validation images: divisible by 2, so DistributedSampler pads with no duplicate.
 SPLIT = ["--data.val_fraction", "0.12"]
 
@@ -31,7 +34,7 @@ def run_cli(out, *argv: str) -> None:
 
 
 def test_ddp_validate_equals_single_process(tmp_path):
-    fit(tmp_path / "train", "-c", str(DIGITS_BASE), *TINY, *SPLIT, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "10")
+    fit(tmp_path / "train", "-c", str(DIGITS_BASE), *TINY, *SPLIT, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "10", checkpoint=True)
     ckpt = str(next((tmp_path / "train").rglob("last.ckpt")))
     for name, extra in {"single": [], "ddp": DDP}.items():
         run_cli(tmp_path / name, "validate", "-c", str(DIGITS_BASE), *TINY, *SPLIT, "--ckpt_path", ckpt, *extra)

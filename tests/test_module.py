@@ -185,7 +185,7 @@ def test_resumed_run_equals_straight_run(tmp_path):
     straight = fit(tmp_path / "straight", *flags)
     expected = read_metrics(next((tmp_path / "straight").rglob("metrics.csv")))
 
-    stopped = fit(tmp_path / "stopped", *flags, run=False)
+    stopped = fit(tmp_path / "stopped", *flags, "--checkpoint.save_top_k", "0", run=False, checkpoint=True)  # last.ckpt only
     stopped.trainer.callbacks.append(StopAfterFirstEpoch())
     stopped.trainer.fit(stopped.model, datamodule=stopped.datamodule)
     ckpt = next((tmp_path / "stopped").rglob("last.ckpt"))
@@ -235,13 +235,14 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
 
+@pytest.mark.slow  # torch.compile traces forward and backward: a minute on a 2-core CPU
 def test_compiled_backbone_trains_like_eager(tmp_path):
     # aot_eager traces forward and backward through dynamo and AOTAutograd like inductor does, but
     # runs the captured graphs without generating C++ (inductor's first compile takes a minute here).
     flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
              "--trainer.limit_val_batches", "2"]  # fmt: skip
     torch._dynamo.reset()
-    compiled = fit(tmp_path / "compiled", *flags, "--model.compile", "aot_eager")
+    compiled = fit(tmp_path / "compiled", *flags, "--model.compile", "aot_eager", checkpoint=True)
     assert compiled.model.backbone._compiled_call_impl is not None
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     assert graphs > 0
