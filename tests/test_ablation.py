@@ -117,6 +117,8 @@ def test_table_matches_hand_computation(tiny):
     # `*` exactly when the interval excludes 0.
     mark = " ~" if abs(delta) <= half_width else " *"
     expected = f"{delta:+.2f} [{delta - half_width:+.2f}, {delta + half_width:+.2f}]{mark}"
+    if statistics.stdev(differences) == 0:  # two training steps often move both seeds alike: no interval, no mark
+        expected = f"{delta:+.2f} (no spread)"
     assert cells["+label smoothing"][5] == expected and cells["+label smoothing"][6] == expected
     assert cells["baseline"][5] == "" and cells["baseline"][6] == ""
 
