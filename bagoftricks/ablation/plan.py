@@ -22,7 +22,7 @@ from jsonargparse import Namespace
 
 from bagoftricks import cli
 from bagoftricks.ablation.spec import WANDB_LOGGER, Spec, one_line, set_args, step_folder, wandb_init_args
-from bagoftricks.errors import ConfigError, UserError
+from bagoftricks.errors import ConfigError, MissingDataError, UserError
 from bagoftricks.models.resnet import MODEL_FLAGS, min_image_size
 
 
@@ -230,12 +230,14 @@ def construct(where: str, config: Namespace, files: bool) -> None:
     parser = fit_parser()
     try:
         (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, UserError) as err:
         cause: BaseException | None = err
         while cause is not None and not isinstance(cause, UserError):
             cause = cause.__cause__ or cause.__context__
         if cause is None:
             raise
+        if isinstance(cause, MissingDataError) and not files:
+            return  # --dry-run plans on a machine without the dataset, as without the teacher
         raise ConfigError(f"{where}: {cause}") from None
 
 
