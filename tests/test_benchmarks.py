@@ -7,6 +7,7 @@ with every ratio a positive number.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -14,7 +15,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT
-from miniatures import make_image_folder
+from miniatures import make_image_folder, make_imagenette
 
 from bagoftricks.models import list_models
 
@@ -133,3 +134,16 @@ def test_model_table_quick(capsys):
     rows = re.findall(r"^\| `(\w+)` \| ([\d,]+) \| (\d+\.\d\d) \|$", capsys.readouterr().out, re.MULTILINE)
     assert sorted(name for name, _, _ in rows) == sorted(n for n in list_models() if n.startswith("resnet18"))
     assert all(int(params.replace(",", "")) > 0 for _, params, _ in rows)
+
+
+def test_plain_loop_quick_and_resumed_from_its_log(tmp_path, capsys):
+    import plain_loop
+
+    make_imagenette(tmp_path, "imagenette2-96", per_class=7, side=64)  # 70 images: one batch of 64
+    log = tmp_path / "runs.jsonl"
+    plain_loop.main([*QUICK, "--data-root", str(tmp_path), "--seeds", "0", "1", "--runs", "plain", "--log", str(log)])
+    assert "recipe - plain" not in capsys.readouterr().out  # one side only: nothing to pair yet
+    plain_loop.main([*QUICK, "--data-root", str(tmp_path), "--seeds", "0", "1", "--log", str(log)])
+    out = capsys.readouterr().out
+    assert [json.loads(line)["name"] for line in log.read_text().splitlines()] == ["plain", "plain", "recipe", "recipe"]
+    assert re.search(r"recipe - plain, paired by seed: [+-]\d+\.\d\d points, 95% CI \[", out)
