@@ -98,9 +98,9 @@ def expanded_nodes(root: yaml.Node) -> int:
 _yaml_load = jsonargparse.get_loader("yaml")
 
 
-def bounded_yaml_load(stream: str) -> Any:
-    """jsonargparse's YAML loader, after refusing a document whose aliases expand past
-    MAX_YAML_NODES values (a few hundred bytes of nested anchors otherwise cost minutes)."""
+def check_aliases(stream: str) -> None:
+    """Refuse a YAML document whose aliases expand past MAX_YAML_NODES values (a few hundred bytes
+    of nested anchors otherwise cost minutes to load); a syntax error is left to the loader."""
     if "*" in stream:  # no alias, nothing to expand
         try:
             root = yaml.compose(stream, Loader=yaml.SafeLoader)
@@ -113,6 +113,11 @@ def bounded_yaml_load(stream: str) -> Any:
                 f"A config expands its YAML aliases (*name) past {MAX_YAML_NODES:,} values, which no run needs; "
                 "write the values out or remove the nested anchors."
             )
+
+
+def bounded_yaml_load(stream: str) -> Any:
+    """jsonargparse's YAML loader, after :func:`check_aliases`."""
+    check_aliases(stream)
     try:
         return _yaml_load(stream)
     except RecursionError:

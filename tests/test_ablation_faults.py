@@ -209,3 +209,17 @@ def test_spec_yaml_is_unchanged_by_checks(tmp_path):
     ablate_main([str(spec), "--dry-run"])
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert yaml.safe_load(spec.read_text())["set"] == TINY_SET
+
+
+@pytest.mark.parametrize("where", ["spec", "--set"])
+def test_yaml_alias_bombs_in_a_spec_or_a_set_value_are_refused_at_once(where, tmp_path):
+    from test_hostile import billion_laughs
+
+    spec = write_spec(tmp_path / "spec.yaml")
+    if where == "spec":
+        spec.write_text(spec.read_text() + billion_laughs())
+        argv = [str(spec), "--dry-run"]
+    else:  # the same anchors as one flow mapping, the form a --set value takes
+        flow = ", ".join(line for line in billion_laughs().splitlines() if line.startswith("a"))
+        argv = [str(spec), "--dry-run", "--set", f"model.backbone_kwargs={{{flow}}}"]
+    assert "expands its YAML aliases (*name) past 100,000 values" in user_error(argv)

@@ -20,6 +20,7 @@ from bagoftricks.ablation.slurm import OPTIONS as SLURM_OPTIONS
 from bagoftricks.ablation.report import write_report
 from bagoftricks.ablation.spec import Spec, check_seeds, load_spec, one_line
 from bagoftricks.ablation.store import Store, atomic_write, disk_error
+from bagoftricks.cli import check_aliases
 from bagoftricks.errors import ConfigError, UserError
 
 def _unfinished(store: Store, selected: list[PlannedRun], console: Console) -> list[PlannedRun]:
@@ -151,7 +152,10 @@ def _key_value(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as trainer.max_epochs=2, got {text!r}")
     try:
+        check_aliases(value)
         return key.strip().removeprefix("--"), yaml.safe_load(value) if value.strip() else value
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(f"the value of {key.strip()}: {err}") from None
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or "not valid YAML"
         raise argparse.ArgumentTypeError(f"the value of {key.strip()} is not valid YAML ({problem}): {value!r}; quote it or fix it") from None

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from bagoftricks.ablation.design import Design, design
+from bagoftricks.cli import check_aliases
 from bagoftricks.errors import ConfigError
 
 MODES = ("cumulative", "each", "leave-one-out", "factorial")
@@ -150,8 +151,13 @@ def read_text(path: Path) -> str:
 
 def read_yaml(path: Path) -> Any:
     """A spec or config file's YAML; a syntax error names the file and line."""
+    text = read_text(path)
     try:
-        return yaml.safe_load(read_text(path))
+        check_aliases(text)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
