@@ -15,11 +15,12 @@ import time
 
 import pytest
 from test_ablation import TINY_STEPS, write_spec
+from test_ablation_faults import user_error
 
 from bagoftricks.ablation import RunRecord, Store, ablate_main, load_spec, plan, write_report
 from bagoftricks.ablation import launch
 from bagoftricks.ablation.plan import parse_fit_args
-from bagoftricks.errors import ConfigError, DataError, UserError
+from bagoftricks.errors import ConfigError, DataError
 
 # A result.json as the version before the engine wrote it (every key it had, no status/device/torch/git).
 LEGACY = {
@@ -31,14 +32,6 @@ LEGACY = {
     "run_dir": "01-label-smoothing/seed1", "configs": ["experiments/digits/base.yaml"],
     "overrides": ["--model.label_smoothing", "0.1"], "finished": "2026-12-06T18:13:14+00:00",
 }  # fmt: skip
-
-
-def user_error(argv: list[str]) -> str:
-    with pytest.raises(UserError) as info:
-        ablate_main(argv)
-    message = str(info.value)
-    assert "\n" not in message and "Traceback" not in message
-    return message
 
 
 def write_record(out, step_index, step, seed, top1, **values) -> None:

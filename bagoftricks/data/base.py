@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bagoftricks.data.download import Archive, prepare_dataset
+from bagoftricks.data.download import prepare_dataset
 from bagoftricks.data.images import ImageFileDataset, available_memory, disk_cache_folder, gigabytes
 from bagoftricks.data.samplers import RASampler
 from bagoftricks.data.transforms import AUGMENT_PRESETS, AUTO_AUGMENTS, IMAGENET_MEAN, IMAGENET_STD, default_preset, preset_transforms, resize_side
