@@ -4,6 +4,8 @@ per dataset format (tests/miniatures.py writes them) and untrained teachers, bui
 from __future__ import annotations
 
 import csv
+import ipaddress
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,45 @@ from bagoftricks.models import create_model
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 DIGITS_BASE = EXPERIMENTS / "digits" / "base.yaml"
+
+
+def _loopback(host) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """No test reaches beyond this machine: a name lookup or a connection to anything but loopback fails
+    at once, so a download test that forgot to stub its transfer fails here instead of trying the internet.
+    (Local sockets stay: DDP's gloo, W&B's offline service.)"""
+    getaddrinfo, connect, connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+
+    def check(host, what):
+        if not _loopback(host):
+            raise OSError(f"tests must not reach the network ({what} {host})")
+
+    def local_getaddrinfo(host, *args, **kwargs):
+        check(host if not isinstance(host, bytes) else host.decode(), "lookup of")
+        return getaddrinfo(host, *args, **kwargs)
+
+    def local_only(method):
+        def guarded(self, address):
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                check(address[0], "connection to")
+            return method(self, address)
+
+        return guarded
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", local_only(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", local_only(connect_ex))
+
+
 # Small enough for a 2-core CI: a batch of 16 digits at 32 px.
 TINY = ["--data.batch_size", "16", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

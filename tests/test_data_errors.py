@@ -211,3 +211,11 @@ def test_truncated_disk_cache_is_decoded_again(tmp_path):
     images = torch.stack([again.val_set[i][0] for i in range(len(again.val_set))])
     assert torch.equal(images, expected)
     assert cache.stat().st_size == int(np.load(f"{cache}.index.npy")[:, 1:].prod(axis=1).sum() * 3)
+
+
+def test_a_download_that_was_not_stubbed_cannot_reach_the_network(tmp_path):
+    """conftest's guard: the real CIFAR-10 url fails at once, as one sentence, and leaves nothing behind."""
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match=r"Downloading https://www.cs.toronto.edu/.* failed \(tests must not reach the network"):
+        CIFAR10DataModule(str(root), download=True).prepare_data()
+    assert not root.exists() or list(root.iterdir()) == []
