@@ -33,6 +33,7 @@ from bagoftricks.data.transforms import (
     ScaleNormalize,
     cifar_train_transform,
     eval_transform,
+    preset_transforms,
     train_transform,
 )
 
@@ -398,6 +399,15 @@ def test_fast_random_resized_crop_matches_torchvision_distribution():
     # Same distribution: mean and spread of area, aspect and position agree with torchvision's draws.
     for ours, theirs in zip(_box_stats(fast), _box_stats(reference)):
         assert abs(ours - theirs) < 0.04, (ours, theirs)
+
+
+def test_crop_scale_bounds_the_random_resized_crops_area():
+    train_tf, _ = preset_transforms("imagenet", 16, crop_scale=(0.35, 1.0))
+    crop = train_tf.transforms[0]
+    image = torch.zeros(3, 60, 80, dtype=torch.uint8)
+    torch.manual_seed(0)
+    area = torch.tensor([(p["height"] * p["width"]) / (60 * 80) for p in (crop.make_params([image]) for _ in range(2000))])
+    assert crop.scale == (0.35, 1.0) and area.min() >= 0.34 and area.mean() > 0.5  # (0.08, 1): mean about 0.4
 
 
 def _box_stats(boxes: torch.Tensor) -> list[float]:

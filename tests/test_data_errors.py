@@ -116,6 +116,8 @@ CASES = [
     ("digits augment true", lambda root: lambda: DigitsDataModule(augment=True), ConfigError, r"data.augment must be one of .*got True\."),
     ("pca_lighting on digits", lambda root: lambda: DigitsDataModule(pca_lighting=0.1), ConfigError, r"data.pca_lighting belongs to data.augment 'imagenet', not 'shift'"),
     ("pca_lighting -1", _folder(pca_lighting=-1.0), ConfigError, r"data.pca_lighting must be at least 0"),
+    ("crop_scale reversed", _folder(crop_scale=(0.9, 0.35)), ConfigError, r"data.crop_scale must be \[min, max\] with 0 < min <= max <= 1, got \[0.9, 0.35\]\."),
+    ("crop_scale on cifar preset", _folder(augment="cifar", crop_scale=(0.35, 1.0)), ConfigError, r"data.crop_scale belongs to data.augment 'imagenet', not 'cifar'"),
     ("color_jitter nan", _folder(color_jitter=float("nan")), ConfigError, r"data.color_jitter must be at least 0"),
     ("noisy_labels true", lambda root: lambda: ImagenetteDataModule(noisy_labels=True), ConfigError, r"data.noisy_labels must be one of .*got True\."),
     ("split_seed -1", _folder(split_seed=-1), ConfigError, r"data.split_seed must be a whole number of at least 0, got -1\."),

@@ -18,7 +18,7 @@ from bagoftricks.errors import ConfigError
 
 MODULES = [getattr(data, name) for name in data.__all__ if name.endswith("DataModule") and name != "ImageDataModule"]
 SHARED = ["batch_size", "num_workers", "image_size", "test_image_size", "augment", "auto_augment", "color_jitter",
-          "pca_lighting", "pin_memory", "split_seed", "max_per_class", "repeated_aug"]  # fmt: skip
+          "pca_lighting", "crop_scale", "pin_memory", "split_seed", "max_per_class", "repeated_aug"]  # fmt: skip
 CACHE = ["cache", "cache_side", "cache_dir", "skip_corrupt"]
 DOWNLOAD = ["download", "md5"]
 # Every data.* key each module takes: its own, then the shared ones, then caching for image files and
@@ -119,7 +119,7 @@ def test_digits_augment_none_serves_the_images_as_drawn():
     "call, error",
     [
         (lambda: preset_transforms("autumn", 32), "augment must be one of"),
-        (lambda: preset_transforms("cifar", 32, color_jitter=0.4), "color_jitter and pca_lighting belong to the 'imagenet' preset"),
+        (lambda: preset_transforms("cifar", 32, color_jitter=0.4), "color_jitter, pca_lighting and crop_scale belong to the 'imagenet' preset"),
         (lambda: preset_transforms("imagenet", 32, pca_lighting=-1), "pca_lighting must be at least 0"),
         (lambda: auto_augment_transform("best"), "auto_augment must be one of"),
     ],

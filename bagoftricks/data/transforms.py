@@ -237,6 +237,7 @@ def preset_transforms(
     auto_augment: str | None = None,
     color_jitter: float | None = None,
     pca_lighting: float | None = None,
+    crop_scale: tuple[float, float] | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     stored_side: int | None = None,
@@ -245,8 +246,9 @@ def preset_transforms(
     ``'cifar'`` (pad-and-crop, flip), ``'shift'`` (pad-and-crop) or ``'none'`` (resize only).
 
     ``color_jitter`` and ``pca_lighting`` None take the ImageNet preset's values (the paper's 0.4 and 0.1); the
-    other presets have none. Evaluation is at ``test_image_size`` (None: ``image_size``). ``stored_side``: the
-    side every image already has (decoded tensors), so no resize is needed at that size; None: images of any size.
+    other presets have none; ``crop_scale`` None is its random-resized crop's (0.08, 1.0). Evaluation is at
+    ``test_image_size`` (None: ``image_size``). ``stored_side``: the side every image already has (decoded
+    tensors), so no resize is needed at that size; None: images of any size.
     """
     if augment not in AUGMENT_PRESETS:
         raise ValueError(f"augment must be one of {AUGMENT_PRESETS}, got {augment!r}")
@@ -257,6 +259,7 @@ def preset_transforms(
     if augment == "imagenet":
         train = train_transform(
             image_size,
+            scale=(0.08, 1.0) if crop_scale is None else tuple(crop_scale),
             auto_augment=auto_augment,
             color_jitter=0.4 if color_jitter is None else color_jitter,
             pca_lighting=0.1 if pca_lighting is None else pca_lighting,
@@ -264,8 +267,8 @@ def preset_transforms(
             std=std,
         )
         return train, eval_transform(test_image_size, mean=mean, std=std)
-    if color_jitter or pca_lighting:
-        raise ValueError(f"color_jitter and pca_lighting belong to the 'imagenet' preset, not {augment!r}")
+    if color_jitter or pca_lighting or crop_scale:
+        raise ValueError(f"color_jitter, pca_lighting and crop_scale belong to the 'imagenet' preset, not {augment!r}")
     resize, eval_resize = stored_side != image_size, stored_side != test_image_size
     if augment == "none":
         train = cifar_eval_transform(image_size, mean=mean, std=std, resize=resize, auto_augment=auto_augment)
