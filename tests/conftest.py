@@ -57,6 +57,10 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", local_only(connect_ex))
 
 
+# A ResNet-18 of an eighth of the width (183k parameters): a checkpoint of 1.5 MB, not 90, for the tests
+# that write one to load or resume it.
+NARROW_WIDTHS = [8, 16, 32, 64]
+NARROW = ["--model.backbone_kwargs", f"{{channels: {NARROW_WIDTHS}}}"]
 # Small enough for a 2-core CI: a batch of 16 digits at 32 px.
 TINY = ["--data.batch_size", "16", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -87,10 +91,10 @@ def column(rows: list[dict[str, str]], key: str) -> list[float]:
 
 @pytest.fixture(scope="session")
 def digits_teacher(tmp_path_factory) -> Path:
-    """A real (briefly trained) teacher checkpoint on digits, for the distillation tests (weights only: 45 MB)."""
+    """A real (briefly trained) teacher checkpoint on digits, for the distillation tests (a narrow ResNet-18, weights only)."""
     out = tmp_path_factory.mktemp("teacher")
     fit(
-        out, "-c", str(DIGITS_BASE), *TINY,
+        out, "-c", str(DIGITS_BASE), *TINY, *NARROW,
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
         "--checkpoint.dirpath", str(out), "--checkpoint.filename", "teacher", "--checkpoint.save_last", "false",
         "--checkpoint.save_weights_only", "true", checkpoint=True,
@@ -100,17 +104,18 @@ def digits_teacher(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def untrained_teacher(tmp_path_factory):
-    """``untrained_teacher(num_classes)``: a ResNet-18 teacher file in the layout of this library's checkpoints
-    (``backbone.``-prefixed weights and the hyperparameters naming the backbone), written once per class count.
-    The weights are stored in bfloat16 (22 MB, not 45): ``load_state_dict`` copies them into the float32 network."""
+    """``untrained_teacher(num_classes)``: a narrow ResNet-18 teacher file in the layout of this library's checkpoints
+    (``backbone.``-prefixed weights and the hyperparameters naming the backbone and its widths), written once per
+    class count. The weights are stored in bfloat16: ``load_state_dict`` copies them into the float32 network."""
     root, paths = tmp_path_factory.mktemp("teachers"), {}
 
     def teacher(num_classes: int) -> Path:
         if num_classes not in paths:
-            network = create_model("resnet18", num_classes)
+            network = create_model("resnet18", num_classes, channels=NARROW_WIDTHS)
             state = {f"backbone.{key}": value.bfloat16() if value.is_floating_point() else value for key, value in network.state_dict().items()}
             paths[num_classes] = root / f"resnet18-{num_classes}.ckpt"
-            torch.save({"state_dict": state, "hyper_parameters": {"backbone": "resnet18", "num_classes": num_classes}}, paths[num_classes])
+            hparams = {"backbone": "resnet18", "backbone_kwargs": {"channels": NARROW_WIDTHS}, "num_classes": num_classes}
+            torch.save({"state_dict": state, "hyper_parameters": hparams}, paths[num_classes])
         return paths[num_classes]
 
     return teacher

@@ -11,7 +11,7 @@ import yaml
 
 from bagoftricks.__main__ import main
 from bagoftricks.cli import cli_main
-from conftest import DIGITS_BASE, EXPERIMENTS, TINY, column, fit, read_metrics
+from conftest import DIGITS_BASE, EXPERIMENTS, NARROW, TINY, column, fit, read_metrics
 
 
 def test_help_lists_subcommands(capsys):
@@ -44,7 +44,7 @@ def test_validate_and_test_from_checkpoint_reproduce_the_fitted_weights(tmp_path
     """The checkpoint's weights are what validate and test evaluate: validate --ckpt_path gives the val/top1 and
     val/loss the fit logged at its last epoch, test --ckpt_path the test metrics of the fitted model in memory.
     (The digits shipped configs are fast-dev-run by test_experiments.py.)"""
-    flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.limit_val_batches", "3", "--trainer.limit_test_batches", "3"]
+    flags = ["-c", str(DIGITS_BASE), *TINY, *NARROW, "--trainer.limit_val_batches", "3", "--trainer.limit_test_batches", "3"]
     fitted = fit(tmp_path / "fit", *flags, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4",
                  "--checkpoint.save_top_k", "0", "--checkpoint.save_weights_only", "true", checkpoint=True)  # fmt: skip
     logged = read_metrics(next((tmp_path / "fit").rglob("metrics.csv")))
@@ -129,7 +129,7 @@ def test_a_bug_keeps_its_traceback_and_a_config_mistake_is_one_line(tmp_path, mo
 
 
 def test_resume_uses_the_given_config_and_refuses_another_network(tmp_path, capsys):
-    flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    flags = ["-c", str(DIGITS_BASE), *TINY, *NARROW, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
     fit(tmp_path / "a", *flags, "--trainer.max_epochs", "1", "--checkpoint.save_top_k", "0", checkpoint=True)  # last.ckpt only
     ckpt = next((tmp_path / "a").rglob("last.ckpt"))
     resumed = fit(tmp_path / "b", *flags, "--trainer.max_epochs", "2", "--model.label_smoothing", "0.3", "--ckpt_path", str(ckpt))

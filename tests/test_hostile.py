@@ -19,7 +19,7 @@ from bagoftricks import ClassificationModule
 from bagoftricks.cli import cli_main
 from bagoftricks.data import DigitsDataModule
 from bagoftricks.errors import ConfigError, DataError, UserError
-from conftest import DIGITS_BASE, TINY, fit
+from conftest import DIGITS_BASE, NARROW, TINY, fit
 
 FAST = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
 
@@ -171,14 +171,14 @@ def test_legitimate_neighbours_are_accepted(tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A real last.ckpt of the digits recipe, one step trained."""
+    """A real last.ckpt of the digits recipe (a narrow ResNet-18), one step trained."""
     out = tmp_path_factory.mktemp("run")
-    fit(out, "-c", str(DIGITS_BASE), *TINY, *FAST, "--checkpoint.dirpath", str(out / "ckpt"), checkpoint=True)
+    fit(out, "-c", str(DIGITS_BASE), *TINY, *NARROW, *FAST, "--checkpoint.dirpath", str(out / "ckpt"), checkpoint=True)
     return out / "ckpt" / "last.ckpt"
 
 
 def subcommand(tmp_path: Path, name: str, *args: str):
-    return cli_main([name, "-c", str(DIGITS_BASE), *TINY, *FAST, *args, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"])
+    return cli_main([name, "-c", str(DIGITS_BASE), *TINY, *NARROW, *FAST, *args, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"])
 
 
 def test_checkpoint_files_that_cannot_resume(tmp_path, checkpoint):
@@ -233,8 +233,8 @@ def test_fit_on_a_full_disk_leaves_the_last_checkpoint_intact(tmp_path, checkpoi
     folder.mkdir()
     shutil.copy(checkpoint, folder / "last.ckpt")
     before = (folder / "last.ckpt").read_bytes()
-    with NoSpace(8 << 20), pytest.raises(UserError, match=r"Writing checkpoint .*ckpt failed \(File too large\); free space there or set checkpoint.dirpath"):
-        fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, *FAST, "--checkpoint.dirpath", str(folder), checkpoint=True)
+    with NoSpace(1 << 20), pytest.raises(UserError, match=r"Writing checkpoint .*ckpt failed \(File too large\); free space there or set checkpoint.dirpath"):
+        fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, *NARROW, *FAST, "--checkpoint.dirpath", str(folder), checkpoint=True)
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # no truncated file, no leftover .partial
     assert (folder / "last.ckpt").read_bytes() == before
 

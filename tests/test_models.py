@@ -61,13 +61,15 @@ def test_matches_torchvision(name, reference):
         ("resnet18d", {}, "resnet18d"),
         ("resnet50b", {"se": True}, "seresnet50"),
         ("resnet18", {"se": True}, "seresnet18"),
+        ("resnet18d", {"channels": (8, 16, 32, 64)}, "resnet18d"),
     ],
-    ids=["resnet50d", "resnet50c", "resnet18d", "se-resnet50b", "se-resnet18"],
+    ids=["resnet50d", "resnet50c", "resnet18d", "se-resnet50b", "se-resnet18", "narrow-resnet18d"],
 )
 def test_matches_timm(name, flags, timm_name):
     """Same key names, shapes and order as timm, and the same function once timm's weights are loaded."""
     torch.manual_seed(0)
-    theirs = randomize_bn(timm.create_model(timm_name)).eval()
+    widths = {"channels": flags["channels"]} if "channels" in flags else {}
+    theirs = randomize_bn(timm.create_model(timm_name, **widths)).eval()
     ours = on_meta(name, **flags).eval()
     shapes = [(k, v.shape) for k, v in ours.state_dict().items()]
     assert shapes == [(k, v.shape) for k, v in theirs.state_dict().items()]

@@ -17,7 +17,7 @@ from bagoftricks.data import DigitsDataModule
 from bagoftricks.errors import ConfigError
 from bagoftricks.models.layers import BlurPool2d, DropPath
 from bagoftricks.tricks import create_ema, progressive_scale, random_erasing, resize_batch, scaled_side
-from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
+from conftest import DIGITS_BASE, NARROW_WIDTHS, TINY, column, fit, read_metrics
 
 
 def built(tmp_path, *flags):
@@ -109,9 +109,10 @@ def test_resumed_ema_updates_once_per_optimizer_step(tmp_path):
     resumed run's first batch, before any optimizer step, does not update again)."""
     data = digits()
     fit_trainer = trainer(tmp_path, limit_train_batches=4, accumulate_grad_batches=2, limit_val_batches=0)
-    fit_trainer.fit(ClassificationModule(num_classes=10, ema_decay=0.9), data.train_dataloader())
+    narrow = {"channels": NARROW_WIDTHS}  # a 1.5 MB checkpoint
+    fit_trainer.fit(ClassificationModule(num_classes=10, ema_decay=0.9, backbone_kwargs=narrow), data.train_dataloader())
     fit_trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
-    resumed = ClassificationModule(num_classes=10, ema_decay=0.9)
+    resumed = ClassificationModule(num_classes=10, ema_decay=0.9, backbone_kwargs=narrow)
     trainer(tmp_path, max_epochs=2, limit_train_batches=4, accumulate_grad_batches=2, limit_val_batches=0).fit(
         resumed, data.train_dataloader(), ckpt_path=tmp_path / "epoch1.ckpt"
     )
@@ -125,7 +126,7 @@ def save(module: ClassificationModule, path) -> None:
 
 
 def test_ema_checkpoints_load_with_the_setting_switched(tmp_path):
-    plain, path = ClassificationModule(num_classes=10), tmp_path / "model.ckpt"
+    plain, path = ClassificationModule(num_classes=10, backbone_kwargs={"channels": NARROW_WIDTHS}), tmp_path / "model.ckpt"
     save(plain, path)
     with_ema = ClassificationModule.load_from_checkpoint(path, ema_decay=0.99)
     assert with_ema.ema.n_averaged.item() == 0  # its first update copies the weights then current

@@ -20,7 +20,7 @@ from bagoftricks.models import model_stats
 from bagoftricks.models.resnet import MODEL_FLAGS
 from bagoftricks.module import RULES
 from bagoftricks.tricks import lr_at
-from conftest import DIGITS_BASE, TINY, column, fit, read_metrics
+from conftest import DIGITS_BASE, NARROW, TINY, column, fit, read_metrics
 from host_reads import HostReads
 
 def built(tmp_path, *flags):
@@ -179,7 +179,7 @@ class StopAfterFirstEpoch(L.Callback):
 
 def test_resumed_run_equals_straight_run(tmp_path):
     """Stopped after epoch 1 and resumed with --ckpt_path: the same LRs, losses and accuracies."""
-    flags = ["-c", str(DIGITS_BASE), *TINY, "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4",
+    flags = ["-c", str(DIGITS_BASE), *TINY, *NARROW, "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4",
              "--trainer.limit_val_batches", "2", "--schedule.name", "cosine", "--schedule.warmup_epochs", "1",
              "--model.mixup_alpha", "0.2"]  # fmt: skip
     straight = fit(tmp_path / "straight", *flags)
@@ -312,6 +312,7 @@ FLAG_ON: dict[str, str] = {
     "act": "mish",
     "drop_path_rate": "0.1",
     "blur_pool": "true",
+    "channels": "[16, 32, 64, 128]",
 }
 # Switches outside RULES and MODEL_FLAGS that touch the training step, on in the "everything" case.
 OTHERS = ["--model.lr_scaling", "linear", "--model.no_bias_decay", "true", "--model.flip_tta", "true",

@@ -12,6 +12,7 @@ import difflib
 import inspect
 import math
 import os
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -72,6 +73,7 @@ class BasicBlock(nn.Module):
         act_layer: type[nn.Module] = nn.ReLU,
         drop_path_rate: float = 0.0,
         blur_pool: bool = False,
+        channels: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
         blur = blur_pool and stride > 1
@@ -124,6 +126,7 @@ class Bottleneck(nn.Module):
         act_layer: type[nn.Module] = nn.ReLU,
         drop_path_rate: float = 0.0,
         blur_pool: bool = False,
+        channels: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
         blur = blur_pool and stride > 1
@@ -225,6 +228,8 @@ class ResNet(nn.Module):
             the stem max pool (max at stride 1, then blur-subsample) and the strided 3x3 conv
             (stride 1, then blur-subsample). The shortcut and the stem conv keep their
             strides, as in timm's `resnetblur50` (composer also blurs the shortcut conv).
+        channels: the width of each stage (its blocks' planes), as timm's `channels`; the stem
+            stays 64. Narrow widths such as (8, 16, 32, 64) make a model for tests and probes.
     """
 
     def __init__(
@@ -241,6 +246,7 @@ class ResNet(nn.Module):
         act: str = "relu",
         drop_path_rate: float = 0.0,
         blur_pool: bool = False,
+        channels: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -251,6 +257,8 @@ class ResNet(nn.Module):
             raise ValueError(f"Unknown act {act!r}; use one of {', '.join(_ACTS)}.")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}.")
+        if len(channels) != 4 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
+            raise ValueError(f"channels must be four positive widths, one per stage, got {channels!r}.")
         act_layer = _ACTS[act]
 
         if stem == "deep":
@@ -290,7 +298,7 @@ class ResNet(nn.Module):
         drop_rates = iter([drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)])
         inplanes = 64
         stages = []
-        for index, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
+        for index, (planes, depth) in enumerate(zip(channels, layers)):
             stride = 1 if index == 0 else 2
             strides.append(stride)
             outplanes = planes * block.expansion
@@ -371,7 +379,7 @@ def create_model(
     """Build a registered ResNet, e.g. `create_model("resnet50d", 10, zero_init_last=True)`.
 
     `overrides` are any `ResNet` flags (in_chans, stem, stride_in_3x3, avg_down,
-    zero_init_last, se, act, drop_path_rate, blur_pool); `pretrained` goes to `load_pretrained`.
+    zero_init_last, se, act, drop_path_rate, blur_pool, channels); `pretrained` goes to `load_pretrained`.
     """
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
