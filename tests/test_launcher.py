@@ -17,7 +17,7 @@ from rich.console import Console
 from test_ablation import TINY_SET, TINY_STEPS, write_spec
 
 from bagoftricks.ablation import Store, ablate, ablate_main
-from bagoftricks.ablation import slurm as slurm_launcher
+from bagoftricks.ablation import launch as slurm_launcher
 from bagoftricks.errors import UserError
 
 FAKE_SLURM = Path(__file__).parent / "fake_slurm"

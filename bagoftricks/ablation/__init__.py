@@ -10,6 +10,7 @@ A spec (``experiments/<dataset>/ablation.yaml``)::
                                        # each; `factorial`: the tricks on/off in a two-level design
     runs_per_seed: 16                  # factorial only: a regular 2^(k-p) fraction of resolution IV or more
                                        # (default: the full 2^k design); see design.GENERATORS
+    budgets: [1, 2, 4]                 # optional: every step again at each epoch multiplier
     set: {trainer.max_epochs: 10}      # optional, every run: dotted CLI keys
     test: true                         # optional: evaluate the final weights on the test split too
     keep_checkpoints: true             # optional: false deletes a finished run's checkpoints
@@ -23,44 +24,22 @@ A spec (``experiments/<dataset>/ablation.yaml``)::
         from: +cosine                  # optional: build on a named earlier step instead
         set: {model.label_smoothing: 0.1}
 
-In ``leave-one-out`` and ``factorial`` modes the first step is the baseline and every later step one
-trick (``from:`` is refused); the spec expands to the design's rows, named by their tricks (``without
-cosine``, ``warmup + mixup``).
-
-The pipeline, one small module each: ``spec`` (YAML in) -> ``design`` (rows) -> ``plan`` (``PlannedRun``s,
-``<out>/plan.json``; every run parsed and checked as ``fit`` checks it, before any run trains) -> ``launch``
-(in this process, ``--jobs`` workers) or ``slurm`` (one job array) -> ``execute`` (one run) -> ``record``
-(``RunRecord``, the run's ``result.json``) -> ``store`` (the output folder: paths, atomic writes, locks,
-``results.csv``) -> ``report`` (``stats``, ``render``, ``figures``).
-
-Each run is ``bagoftricks fit -c BASE... [the spec's set] [each step's -c/--key in its chain]
---seed_everything S`` with its folder ``<out>/<NN-step>/seed<S>/`` (``config.yaml``, ``metrics.csv``,
-``checkpoints/``, ``predictions.pt``: the final weights' top-5 class ids and the labels on the val and test
-splits, ``result.json``). A finished run is never trained again, whichever launcher ran it; a killed run
-(``last.ckpt``, no ``result.json``) resumes from its last checkpoint; a run whose loss is not finite is
-recorded as diverged and left out of the statistics. ``results.md`` (the per-step table with deltas paired
-by seed, Holm-adjusted; the image-by-image comparisons; a factorial design's effects), ``results.csv`` and
-``top1.png``, ``val_curves.png``, ``lr.png`` (and ``budget.png`` with ``budgets``) are written from the records.
-
-Reported top-1 is the last epoch's ``val/top1`` (the paper's final accuracy; the best epoch's is
-kept as ``val_top1_best`` but is biased upwards). ``test/*`` comes from the final weights on the
-datamodule's test split, when it has one distinct from validation (every shipped data module validates
-on held-out training images and keeps the official split as its test split; an image folder without a
-``test/`` folder has none).
-
-Flags: ``bagoftricks ablate --help`` (``ablate_main``).
-
-With W&B, each run is ``group`` = spec name, ``name`` = ``"<step> s<seed>"``, ``tags`` = the tricks
-switched on, and its config holds the complete resolved configuration plus ``ablation.tricks``.
+The pipeline: ``spec`` (YAML in) -> ``design`` (rows) -> ``plan`` (``PlannedRun``s, ``<out>/plan.json``) ->
+``launch`` (in this process, ``--jobs`` workers or one SLURM job array) -> ``execute`` (one run) -> ``record``
+(``RunRecord``, the run's ``result.json``) -> ``store`` (the output folder) -> ``render`` (``stats``: results.md,
+results.csv, the PNGs). Each run is ``bagoftricks fit -c BASE... [the spec's set] [each step's -c/--key in its
+chain] --seed_everything S`` in ``<out>/<NN-step>/seed<S>/``. A finished run is never trained again, whichever
+launcher ran it; a killed run resumes from its ``last.ckpt``; a run whose loss is not finite is recorded as
+diverged and left out of the statistics. Reported top-1 is the last epoch's ``val/top1`` (the best epoch's is
+biased upwards); ``test/*`` comes from the final weights on the datamodule's test split, where it has one
+distinct from validation.
 """
 
 from bagoftricks.ablation.command import ablate, ablate_main
 from bagoftricks.ablation.design import Design, design, effects
-from bagoftricks.ablation.figures import figure_lr, figure_top1, figure_val_curves
 from bagoftricks.ablation.plan import PlannedRun, Run, plan
 from bagoftricks.ablation.record import RunRecord
-from bagoftricks.ablation.render import markdown_table, more_sections
-from bagoftricks.ablation.report import load_results, write_report
+from bagoftricks.ablation.render import figure_lr, figure_top1, figure_val_curves, load_results, markdown_table, more_sections, write_report
 from bagoftricks.ablation.spec import Spec, load_spec
 from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, summarize, t_quantile
 from bagoftricks.ablation.store import Store

@@ -12,16 +12,15 @@ import yaml
 from rich.console import Console
 
 from bagoftricks.ablation.execute import default_wandb_offline
-from bagoftricks.ablation.launch import ddp_rank_run, default_jobs, run_jobs, train_runs, worker
-from bagoftricks.ablation.plan import PlannedRun, plan, sweep_config
+from bagoftricks.ablation.launch import SLURM_OPTIONS, ddp_rank_run, default_jobs, run_jobs, submit, train_runs, worker
+from bagoftricks.ablation.plan import PlannedRun, plan
 from bagoftricks.ablation.record import RunRecord
-from bagoftricks.ablation.render import log_summary, print_table
-from bagoftricks.ablation.slurm import OPTIONS as SLURM_OPTIONS
-from bagoftricks.ablation.report import write_report
+from bagoftricks.ablation.render import log_summary, print_table, write_report
 from bagoftricks.ablation.spec import Spec, check_seeds, load_spec, one_line
-from bagoftricks.ablation.store import Store, atomic_write, disk_error
+from bagoftricks.ablation.store import Store, atomic_write
 from bagoftricks.cli import check_aliases
 from bagoftricks.errors import ConfigError, UserError
+
 
 def _unfinished(store: Store, selected: list[PlannedRun], console: Console) -> list[PlannedRun]:
     """The runs without a record; warns about finished runs whose settings differ from the plan's now."""
@@ -35,12 +34,19 @@ def _unfinished(store: Store, selected: list[PlannedRun], console: Console) -> l
 
 
 def _export_sweep(path: Path, spec: Spec, runs: list[PlannedRun], cli_args: list[str], console: Console) -> None:
-    """A W&B grid sweep over the run indices (see ``plan.sweep_config``)."""
+    """A W&B grid sweep whose only parameter is the run index: W&B expands ``${args}`` to ``--only=<index>``, so
+    each agent call trains one planned run."""
     if path.is_dir():
         raise UserError(f"--export-sweep {path} is a folder; name the sweep file to write, such as {path / 'sweep.yaml'}.")
     if not path.parent.is_dir():
         raise UserError(f"--export-sweep {path}: its folder {path.parent} does not exist; create it or name a file in an existing folder.")
-    sweep = sweep_config(spec.path, runs, spec.name, cli_args)
+    sweep = {
+        "name": spec.name,
+        "program": "bagoftricks",
+        "method": "grid",
+        "parameters": {"only": {"values": [run.index for run in runs]}},
+        "command": ["bagoftricks", "ablate", str(spec.path), *cli_args, "--wandb", "--jobs", "1", "${args}"],
+    }
     header = f"# wandb sweep {path}  # then: wandb agent ENTITY/PROJECT/SWEEP_ID (each agent call trains one run of {spec.path})\n"
     atomic_write(path, header + yaml.safe_dump(sweep, sort_keys=False))
     console.print(f"W&B sweep over {len(runs)} runs written to {path}.")
@@ -104,33 +110,26 @@ def ablate(
     if dry_run or export_sweep is not None:
         return store.out
     store.check_writable()
-    try:
-        with store.lock():
-            if report_only:
-                _report(spec, store, runs, console)
-                return store.out
-            store.write_plan(runs, spec)
-            if any(run.wandb is not None for run in runs):
-                default_wandb_offline(console)
-            todo = _unfinished(store, selected, console)
-            try:
-                if launcher == "slurm":
-                    from bagoftricks.ablation.slurm import submit
-
-                    if not submit(store, todo, slurm or {}, wait, spec, console):
-                        return store.out
-                elif jobs > 1 and len(todo) > 1:
-                    run_jobs(store, todo, jobs, console)
-                elif todo:
-                    train_runs(todo, store, len(runs), console)
-            finally:
-                store.export_csv(store.records(spec))  # whole after a failed run too
-            if report:
-                _report(spec, store, runs, console)
-    except OSError as err:
-        if (user_error := disk_error(err, store.out)) is None:
-            raise
-        raise user_error from err
+    with store.disk_errors(), store.lock():
+        if report_only:
+            _report(spec, store, runs, console)
+            return store.out
+        store.write_plan(runs, spec)
+        if any(run.wandb is not None for run in runs):
+            default_wandb_offline(console)
+        todo = _unfinished(store, selected, console)
+        try:
+            if launcher == "slurm":
+                if not submit(store, todo, slurm or {}, wait, spec, console):
+                    return store.out
+            elif jobs > 1 and len(todo) > 1:
+                run_jobs(store, todo, jobs, console)
+            elif todo:
+                train_runs(todo, store, len(runs), console)
+        finally:
+            store.export_csv(store.records(spec))  # whole after a failed run too
+        if report:
+            _report(spec, store, runs, console)
     return store.out
 
 
@@ -178,7 +177,7 @@ def ablate_main(argv: list[str] | None = None) -> Path | None:
         prog="bagoftricks ablate",
         description="Train every step x seed of an ablation spec, then write results.csv, results.md and plots.",
     )
-    parser.add_argument("spec", help="the ablation spec (YAML)")
+    parser.add_argument("spec_path", metavar="spec", help="the ablation spec (YAML)")
     parser.add_argument("--out", help="output folder (default: runs/<spec name>)")
     parser.add_argument("--seeds", type=_int_list, help="seeds instead of the spec's, e.g. 0,1,2")
     parser.add_argument("--only", type=_int_list, help="run only these run indices (0-based; for sweeps and SLURM arrays)")
@@ -187,9 +186,10 @@ def ablate_main(argv: list[str] | None = None) -> Path | None:
     parser.add_argument("--wandb", action="store_true", help="log every run to W&B as well (offline without credentials)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="train N runs at once in worker processes, cores // N threads each (default: one per core, or per GPU)")  # fmt: skip
-    parser.add_argument("--no-report", action="store_true", help="train only; leave results.md and the plots to a later call")
-    parser.add_argument("--report", action="store_true", help="train nothing: write results.md and the plots from the finished runs")
-    parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--no-report", dest="report", action="store_false", help="train only; leave results.md and the plots to a later call")
+    parser.add_argument("--report", dest="report_only", action="store_true",
+                        help="train nothing: write results.md and the plots from the finished runs")  # fmt: skip
+    parser.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="override a CLI key in every run, after the spec (e.g. data.root=/datasets)")  # fmt: skip
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the runs train (slurm: one job array, via submitit)")
     parser.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the array, then write the report")
@@ -197,25 +197,11 @@ def ablate_main(argv: list[str] | None = None) -> Path | None:
         parser.add_argument(f"--slurm.{name}", dest=f"slurm_{name}", type=kind, help=text)
     parser.add_argument("--slurm.sbatch", dest="slurm_sbatch", type=_key_value, action="append", default=[], metavar="OPTION=VALUE",
                         help="any other sbatch option, e.g. --slurm.sbatch exclude=node7 (repeatable)")  # fmt: skip
-    args = parser.parse_args(argv)
-    slurm = {name: getattr(args, f"slurm_{name}") for name in SLURM_OPTIONS if getattr(args, f"slurm_{name}") is not None}
-    if args.slurm_sbatch:
-        slurm["sbatch"] = dict(args.slurm_sbatch)
-    if (slurm or args.wait) and args.launcher != "slurm":
+    args = vars(parser.parse_args(argv))
+    slurm = {name: value for name in SLURM_OPTIONS if (value := args.pop(f"slurm_{name}")) is not None}
+    if sbatch := args.pop("slurm_sbatch"):
+        slurm["sbatch"] = dict(sbatch)
+    if (slurm or args["wait"]) and args["launcher"] != "slurm":
         raise UserError("--slurm.* options and --wait apply to --launcher slurm; add it or leave them out.")
-    return ablate(
-        args.spec,
-        out=args.out,
-        seeds=args.seeds,
-        dry_run=args.dry_run,
-        export_sweep=args.export_sweep,
-        only=args.only,
-        wandb=args.wandb,
-        overrides=dict(args.set),
-        jobs=args.jobs,
-        report=not args.no_report,
-        launcher=args.launcher,
-        slurm=slurm,
-        wait=args.wait,
-        report_only=args.report,
-    )
+    args["overrides"] = dict(args["overrides"])
+    return ablate(**args, slurm=slurm)

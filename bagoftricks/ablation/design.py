@@ -1,12 +1,10 @@
-"""Two-level designs for ``mode: factorial``: full 2^k and regular fractional 2^(k-p) designs, their aliases,
-and the effects estimated from them.
+"""Two-level designs for ``mode: factorial``: full 2^k and regular fractional 2^(k-p) designs, and their effects.
 
 Each trick is a factor at two levels (off = -1, on = +1). A regular fraction builds the last p factors as
 products of the first k - p (the generators, ``E = ABCD``); its defining relation (the generator words and
-all their products) says which effects share a column. The shortest word is the resolution: at IV or higher
-no main effect shares its column with another main effect or with a two-way interaction, while two-way
-interactions may share theirs with each other (these aliases are printed under the table).
-Generators are the minimum-aberration ones (Montgomery, Design and Analysis of Experiments, Table 8.14).
+all their products) says which effects share a column. Its shortest word is the resolution: at IV or higher
+no main effect shares its column with another main effect or a two-way interaction. Generators are the
+minimum-aberration ones (Montgomery, Design and Analysis of Experiments, Table 8.14).
 """
 
 from __future__ import annotations
@@ -16,9 +14,10 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from bagoftricks.ablation.stats import holm, one_sample
+from bagoftricks.ablation.stats import holm, interval_text, one_sample
 
 LETTERS = "ABCDEFGHJK"  # factor letters (I is the identity column)
+ROMAN = {3: "III", 4: "IV", 5: "V", 6: "VI", 7: "VII", 8: "VIII"}
 # (factors, runs per seed) -> generated factors as words over the base factors; resolution IV or higher only.
 GENERATORS: dict[tuple[int, int], tuple[str, ...]] = {
     (4, 8): ("ABC",),
@@ -134,9 +133,6 @@ def effects(plan: Design, responses: dict[int, list[float]]) -> list[Effect]:
             for (w, n, m, lo, hi, p, al), ph in zip(rows, adjusted)]  # fmt: skip
 
 
-# ----------------------------------------------------------------------------- design.json and the effects table
-
-
 def design_record(plan: Design, step_names: list[str]) -> dict:
     """What ``design.json`` in the output folder keeps: enough to rebuild the design and map its rows to steps."""
     return {"factors": list(plan.factors), "runs_per_seed": len(plan.matrix), "generators": list(plan.generators), "steps": step_names}
@@ -152,16 +148,17 @@ def effects_section(record: dict, records: list) -> str:
             by_seed.setdefault(run.seed, {})[run.step] = run.val_top1
     complete = {seed: [values[name] for name in record["steps"]] for seed, values in sorted(by_seed.items()) if set(record["steps"]) <= set(values)}
     k, runs = len(plan.factors), len(plan.matrix)
-    kind = f"2^{k} full factorial" if not plan.generators else f"2^({k}-{k - round(math.log2(runs))}) fraction, {', '.join(plan.generators)}, resolution {_roman(plan.resolution)}"
+    kind = f"2^{k} full factorial"
+    if plan.generators:
+        resolution = ROMAN.get(plan.resolution, plan.resolution)
+        kind = f"2^({k}-{k - round(math.log2(runs))}) fraction, {', '.join(plan.generators)}, resolution {resolution}"
     lines = [f"### Factorial effects ({kind}; {runs} runs per seed, {len(complete)} complete seed(s))", ""]
     if not complete:
         return "\n".join([*lines, "No seed has finished every row of the design yet.", ""])
     lines += ["| effect | estimate (points) [95% CI] | p (Holm) | aliased with |", "|---|---|---|---|"]
     for e in effects(plan, complete):
-        interval = f" [{e.low:+.2f}, {e.high:+.2f}]" if not math.isnan(e.low) else " (no spread)" if e.n >= 2 else ""
-        mark = "" if math.isnan(e.low) else " *" if e.p_holm < 0.05 else "" if e.low > 0 or e.high < 0 else " ~"
         p_holm = "" if math.isnan(e.p_holm) else f"{e.p_holm:.3g}"
-        lines.append(f"| {e.label} | {e.estimate:+.2f}{interval}{mark} | {p_holm} | {', '.join(e.aliases)} |")
+        lines.append(f"| {e.label} | {interval_text(e.estimate, e.n, e.low, e.high, e.p_holm)} | {p_holm} | {', '.join(e.aliases)} |")
     aliasing = (
         "every effect is estimated free of every other" if not plan.generators else
         f"defining relation I = {' = '.join(plan.words)}: main effects are aliased with interactions of three or more "
@@ -177,7 +174,3 @@ def effects_section(record: dict, records: list) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _roman(value: float) -> str:
-    return {3: "III", 4: "IV", 5: "V", 6: "VI", 7: "VII", 8: "VIII"}.get(int(value), str(value))

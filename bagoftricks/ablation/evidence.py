@@ -1,25 +1,21 @@
 """Per-image evidence: each run's predictions (``predictions.pt``) and the paired comparisons they allow.
 
-Two steps with equal accuracy may get the same images wrong or quite different ones; the per-seed
-accuracies cannot tell, the predictions can. For every comparison of the table (a step against the
-step it builds on, and against the baseline) on the test split (the validation split where there is none):
-
-- the images only one of the two gets right (summed over seeds), with McNemar's exact mid-p on them;
-- a paired bootstrap of the accuracy difference over images and seeds together: both sources of noise,
-  the finite test set and the training seed, are in its 95% interval;
-- for the largest effects, the classes whose accuracy moves most.
+Two steps with equal accuracy may get the same images wrong or quite different ones; the per-seed accuracies
+cannot tell, the predictions can (McNemar on the images only one gets right, a paired bootstrap over images
+and seeds, the classes that move most).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from bagoftricks.ablation.store import replacing
 from bagoftricks.ablation.stats import mcnemar
+from bagoftricks.ablation.store import replacing
 
 TOP_K = 5  # enough for top-5 accuracy and for "which classes does it confuse"
 

@@ -1,10 +1,8 @@
 """Train one planned run in this process, resuming it if it was killed, and write its ``RunRecord``.
 
-The run is ``bagoftricks fit ARGS`` built through ``cli_main(args, run=False)`` (so torch and Lightning load
-once per process), checked by the CLI's own ``before_fit``, then fitted here with an epoch timer and, for a
-killed run, its ``last.ckpt``. A run whose loss stops being finite is recorded as diverged, not raised: it
-is a finding about the recipe, and the ablation goes on with the other runs.
-Under a multi-process strategy (DDP) every rank trains; rank 0 alone writes the record and the predictions.
+The run is ``bagoftricks fit ARGS`` built through ``cli_main(args, run=False)`` (torch and Lightning load once
+per process) and checked by the CLI's own ``before_fit``. A run whose loss stops being finite is recorded as
+diverged, not raised: it is a finding about the recipe. Under DDP rank 0 alone writes the record and predictions.
 """
 
 from __future__ import annotations

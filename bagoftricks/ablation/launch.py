@@ -1,12 +1,16 @@
-"""Launch the plan on this machine: in this process one run after another, or ``--jobs N`` worker processes.
+"""Launch the plan: in this process one run after another, in ``--jobs N`` worker processes, or as one SLURM
+job array (``--launcher slurm``). Every launcher trains a run the same way: under its run lock, skipped if
+finished, resumed from its ``last.ckpt``.
 
-A worker is ``python -m bagoftricks ablate --worker OUT 3,7,11``: it reads ``OUT/plan.json`` and trains
-those runs, the way a SLURM array task trains its one (``slurm.py``). A run's numbers depend only on its
-arguments, its seed and, on a CPU, its thread count (which orders the floating-point sums), not on which
-process trains it or when: with the same threads per run, the records equal those of one process running
-them one after another. On CPUs each worker gets ``cores // N`` threads (one thread per run with the
-default ``--jobs``, one per core); on GPUs worker i sees device i mod the device count (of the devices
-``CUDA_VISIBLE_DEVICES`` already allows), so ``--jobs`` above the device count shares devices.
+A worker is ``python -m bagoftricks ablate --worker OUT 3,7,11``: it reads ``OUT/plan.json`` and trains those
+runs. A run's numbers depend only on its arguments, its seed and, on a CPU, its thread count (which orders the
+floating-point sums), not on which process trains it or when. On CPUs each worker gets ``cores // N`` threads;
+on GPUs worker i sees device i mod the device count (of those ``CUDA_VISIBLE_DEVICES`` allows).
+
+SLURM goes through submitit (``pip install -e ".[slurm]"``), one run per array task. SLURM signals a task
+(``USR2``, 90 s before its time limit, or on preemption), submitit calls ``TrainTask.checkpoint`` and requeues
+the task, which resumes from the run's last checkpoint; Lightning's own SLURM requeue is switched off in the
+task so the two do not both requeue. Scripts, pickles and logs go to ``<out>/slurm/``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -21,8 +27,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bagoftricks.ablation.execute import RUN_ENV, execute, quiet_lightning
 from bagoftricks.ablation.plan import PlannedRun
-from bagoftricks.ablation.store import Store, disk_error
+from bagoftricks.ablation.record import RunRecord
+from bagoftricks.ablation.spec import Spec
+from bagoftricks.ablation.store import Store
 from bagoftricks.errors import UserError
+
+# --slurm.<name>: (submitit's AutoExecutor parameter, type, help)
+SLURM_OPTIONS = {
+    "partition": ("slurm_partition", str, "the partition to submit to"),
+    "gpus_per_node": ("gpus_per_node", int, "GPUs per array task (one run each)"),
+    "cpus_per_task": ("cpus_per_task", int, "CPU cores per array task (its torch threads; default 1)"),
+    "mem_gb": ("mem_gb", float, "memory per array task, GB"),
+    "timeout_min": ("timeout_min", int, "time limit per array task, minutes (default 240; a run that hits it is requeued)"),
+    "array_parallelism": ("slurm_array_parallelism", int, "at most this many array tasks at once"),
+    "account": ("slurm_account", str, "the account to charge"),
+    "qos": ("slurm_qos", str, "the quality of service"),
+    "constraint": ("slurm_constraint", str, "node features, as sbatch --constraint"),
+}
+SLURM_DEFAULTS = {"timeout_min": 240, "cpus_per_task": 1}  # submitit's own default time limit is 5 minutes
+MAX_REQUEUES_ON_TIMEOUT = 10
 
 
 def default_jobs() -> int:
@@ -34,24 +57,31 @@ def threads_per_run(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
+def train_one(run: PlannedRun, store: Store) -> RunRecord | str:
+    """Train ``run`` under its lock; why not, when another process is training it or has finished it."""
+    with store.run_lock(run) as held:
+        if not held:
+            return "being trained by another process"
+        if store.is_finished(run):
+            return "finished meanwhile"
+        return execute(run, store)
+
+
 def train_runs(runs: list[PlannedRun], store: Store, total: int, console: Console) -> None:
-    """Train ``runs`` one after the other under one progress line; a run that another process is training, or
-    has finished meanwhile, is skipped."""
+    """Train ``runs`` one after the other under one progress line."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with quiet_lightning(), Progress(*columns, TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task(runs[0].run_dir.parent.parent.name if runs else "", total=len(runs))
         for run in runs:
             label = f"run {run.index + 1}/{total}  {run.step}  seed {run.seed}"
             progress.update(task, description=label)
-            with store.run_lock(run) as held:
-                if not held or store.is_finished(run):
-                    progress.console.print(f"{label}: {'being trained by another process' if not held else 'finished meanwhile'}, skipped")
-                    progress.advance(task)
-                    continue
-                record = execute(run, store)
-            top1 = f"diverged ({record.note})" if record.diverged else "n/a" if record.val_top1 is None else f"{record.val_top1:.2f}%"
-            resumed = ", resumed" if record.resumed_from else ""
-            progress.console.print(f"{label}: val top-1 {top1}  ({record.wall_time_s:.0f} s{resumed})")
+            record = train_one(run, store)
+            if isinstance(record, str):
+                progress.console.print(f"{label}: {record}, skipped")
+            else:
+                top1 = f"diverged ({record.note})" if record.diverged else "n/a" if record.val_top1 is None else f"{record.val_top1:.2f}%"
+                resumed = ", resumed" if record.resumed_from else ""
+                progress.console.print(f"{label}: val top-1 {top1}  ({record.wall_time_s:.0f} s{resumed})")
             progress.advance(task)
 
 
@@ -97,9 +127,76 @@ def worker(out: str, only: str) -> None:
     """``bagoftricks ablate --worker OUT 3,7``: train those runs of ``OUT/plan.json``."""
     store = Store(out)
     runs = store.read_plan()
-    try:
+    with store.disk_errors():
         train_runs([runs[int(i)] for i in only.split(",")], store, len(runs), Console())
-    except OSError as err:
-        if (user_error := disk_error(err, store.out)) is None:
-            raise
-        raise user_error from err
+
+
+class TrainTask:
+    """What one array task runs: train one planned run of ``out``; ``checkpoint`` is submitit's requeue hook."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def __call__(self, run: PlannedRun) -> str:
+        if threads := os.environ.get("SLURM_CPUS_PER_TASK"):
+            torch.set_num_threads(int(threads))  # the task's cores, as --jobs gives each worker its share
+        with quiet_lightning():
+            record = train_one(run, Store(self.out))
+        return f"{run.run_dir}: " + (f"{record}, skipped" if isinstance(record, str) else f"{record.status}, val top-1 {record.val_top1}")
+
+    def checkpoint(self, run: PlannedRun):
+        """Preempted or out of time: the same call again; it resumes from the run's last.ckpt."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainTask(self.out), run)
+
+
+def executor(store: Store, options: dict[str, Any]):
+    """submitit's executor for the array, with ``options`` (the ``--slurm.*`` flags) as sbatch parameters."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserError('--launcher slurm needs submitit, which is not installed; pip install -e ".[slurm]" (or pip install submitit).') from None
+    options = dict(options)
+    cluster = options.pop("cluster", "slurm")  # "local": submitit's local executor, the same protocol without SLURM
+    try:
+        made = submitit.AutoExecutor(folder=store.slurm, cluster=cluster, slurm_max_num_timeout=MAX_REQUEUES_ON_TIMEOUT)
+    except RuntimeError as err:
+        raise UserError(f"--launcher slurm found no SLURM here ({err}); run it on the cluster's login node, or train here with --jobs.") from None
+    extra = options.pop("sbatch", None)  # any other sbatch option, passed through
+    parameters = {SLURM_OPTIONS[key][0]: value for key, value in {**SLURM_DEFAULTS, **options}.items()}
+    parameters.update({"slurm_additional_parameters": extra} if extra else {})
+    if cluster == "local":
+        parameters = {k: v for k, v in parameters.items() if not k.startswith("slurm_")}
+    made.update_parameters(name=store.out.name, nodes=1, tasks_per_node=1, **parameters)
+    return made
+
+
+def submit(store: Store, todo: list[PlannedRun], options: dict[str, Any], wait: bool, spec: Spec, console: Console) -> bool:
+    """Submit ``todo`` as one array; return whether it is over (``wait``), so that the report can be written."""
+    if not todo:
+        console.print("Every planned run is finished: nothing to submit.")
+        return True
+    jobs = executor(store, options).map_array(TrainTask(str(store.out)), todo)
+    array = jobs[0].job_id.split("_")[0]
+    console.print(f"Submitted job array {array}: {len(todo)} run(s), one per task; logs in {store.slurm}/.")
+    if not wait:
+        console.print(f"When it is done: bagoftricks ablate {spec.path} --out {store.out} --report")
+        return False
+    shown = -1
+    while (done := sum(job.done() for job in jobs)) < len(jobs):
+        if done != shown:
+            console.print(f"job array {array}: {done} of {len(jobs)} tasks done")
+            shown = done
+        time.sleep(2)
+    failed = []
+    for job in jobs:
+        try:
+            job.result()
+        except Exception:  # the task's own error, or submitit's UncompletedJobError for a task SLURM killed
+            failed.append(job)
+    if failed:
+        logs = ", ".join(str(job.paths.stderr) for job in failed[:3])
+        raise UserError(f"{len(failed)} of {len(jobs)} array task(s) of job {array} failed; see {logs}, then repeat the command to finish the remaining runs.")
+    console.print(f"job array {array}: all {len(jobs)} tasks done.")
+    return True

@@ -1,10 +1,8 @@
 """Plan once: a ``Spec`` (+ ``--seeds``, ``--set``, budgets) -> the ordered ``PlannedRun``s, each parsed and checked.
 
-Every run's ``bagoftricks fit`` arguments are parsed by the CLI's own parser (one parser for the whole plan)
-and checked as ``fit`` would check them before training, for every run, before any run trains: a wrong key
-or value in step 7 must not cost the training of steps 0-6. Budgets are applied to the parsed config and
-the scaled arguments are parsed and checked like any other. The plan is what every launcher consumes
-(in-process, ``--jobs`` workers, SLURM array tasks): they read ``<out>/plan.json``, they never re-plan.
+Every run's ``bagoftricks fit`` arguments are parsed by the CLI's own parser and checked as ``fit`` would
+check them, for every run, before any run trains: a wrong key or value in step 7 must not cost the training
+of steps 0-6. Every launcher reads the plan from ``<out>/plan.json``; none re-plans.
 """
 
 from __future__ import annotations
@@ -83,9 +81,6 @@ class PlannedRun:
 
 
 Run = PlannedRun  # the name earlier versions exported
-
-
-# ----------------------------------------------------------------------------- the explicit parse entry
 
 
 class _Parser(Exception):
@@ -186,9 +181,6 @@ def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
     return config
 
 
-# ----------------------------------------------------------------------------- checks fit makes before training
-
-
 def check_config(where: str, config: Namespace) -> str | None:
     """What ``fit`` refuses before training, from the parsed config alone; returns a warning (warmup covering
     every epoch) or None. ``where`` starts each message (the spec and step)."""
@@ -258,9 +250,6 @@ def budget_overrides(where: str, budget: float | None, config: Namespace) -> lis
     return set_args(scaled)
 
 
-# ----------------------------------------------------------------------------- the plan
-
-
 def plan(
     spec: Spec,
     out: str | Path | None = None,
@@ -314,17 +303,3 @@ def plan(
                       "lower warmup_epochs or raise max_epochs.")  # fmt: skip
     return runs
 
-
-def sweep_config(spec_path: str | Path, runs: list[PlannedRun], name: str, cli_args: list[str]) -> dict[str, Any]:
-    """A W&B grid sweep whose only parameter is the run index: each agent call trains one planned run.
-
-    W&B expands ``${args}`` to ``--only=<index>``, so the agent runs ``bagoftricks ablate SPEC ... --wandb
-    --only=<index>``.
-    """
-    return {
-        "name": name,
-        "program": "bagoftricks",
-        "method": "grid",
-        "parameters": {"only": {"values": [run.index for run in runs]}},
-        "command": ["bagoftricks", "ablate", str(spec_path), *cli_args, "--wandb", "--jobs", "1", "${args}"],
-    }

@@ -1,8 +1,6 @@
-"""One run's facts, once: a typed, frozen ``RunRecord``, written as the run's ``result.json`` when it ends.
-
-Every table, figure and export is derived from these records; nothing reads ``results.csv`` back.
-A ``result.json`` written by earlier versions (a flat dict with the same keys) loads as it is: the fields
-added since (status, device, torch version, git commit) take their defaults.
+"""One run's facts, once: a frozen ``RunRecord``, the run's ``result.json``. Every table, figure and export is
+derived from these records. A ``result.json`` of earlier versions (a flat dict with the same keys) loads as it
+is: the fields added since (status, device, torch version, git commit) take their defaults.
 """
 
 from __future__ import annotations
@@ -117,17 +115,18 @@ class RunRecord:
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 
 
-def is_finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
+def by_step(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The records grouped by step, in spec order, each group by seed."""
+    steps: dict[str, list[RunRecord]] = {}
+    for record in sorted(records, key=lambda r: (r.step_index, r.seed)):
+        steps.setdefault(record.step, []).append(record)
+    return steps
 
 
 def divergence(metrics: dict[str, Any]) -> str:
     """Why a run's final metrics cannot be compared ('' when they can): a validation or test loss that is not finite."""
-    bad = [key for key in ("val_loss", "test_loss") if metrics.get(key) is not None and not is_finite(metrics[key])]
+    bad = [key for key in ("val_loss", "test_loss") if metrics.get(key) is not None and not math.isfinite(metrics[key])]
     return f"{' and '.join(bad)} not finite" if bad else ""
-
-
-# ----------------------------------------------------------------------------- the logged metrics -> a record's numbers
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:

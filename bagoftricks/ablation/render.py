@@ -1,17 +1,24 @@
-"""The step summaries as text: results.md's table and sections, the terminal table, and the W&B summary run.
-
-All of it is computed from run records (``RunRecord``) and their summaries (``stats.summarize``).
-"""
+"""The report of an output folder: its records -> statistics (``stats``) -> results.md, the terminal table, the
+PNGs (Matplotlib's Agg canvas, no pyplot state) and the W&B summary run. The notebook
+``notebooks/ablation_report.ipynb`` calls the same functions."""
 
 from __future__ import annotations
 
 import math
+import os
+import statistics
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from bagoftricks.ablation.design import effects_section
 from bagoftricks.ablation.evidence import per_image_section
-from bagoftricks.ablation.stats import Paired, StepSummary, paired
+from bagoftricks.ablation.record import RunRecord, by_step, read_metrics
+from bagoftricks.ablation.stats import Paired, StepSummary, interval_text, paired, summarize
+from bagoftricks.ablation.store import Store, atomic_write
 
 FOOTER = (
     "top-1: the last epoch's val/top1 (not the best epoch, which is biased upwards), mean ± sample std "
@@ -32,13 +39,7 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
 
 
 def _delta_cell(d: Paired | None) -> str:
-    """``+1.61 [-0.20, +3.42] ~``: the paired delta, its 95% interval, and a mark (see FOOTER)."""
-    if d is None:
-        return ""
-    if math.isnan(d.low):
-        return f"{d.delta:+.2f}" + (" (no spread)" if d.n >= 2 else "")
-    mark = " *" if d.p_holm < 0.05 else "" if d.trusted else " ~"
-    return f"{d.delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{mark}"
+    return "" if d is None else interval_text(d.delta, d.n, d.low, d.high, d.p_holm)
 
 
 def table_rows(summaries: list[StepSummary]) -> tuple[list[str], list[list[str]]]:
@@ -109,9 +110,6 @@ def more_sections(out_dir: Path, records: list, summaries: list[StepSummary], de
     return text + per_image_section(out_dir, kept, comparisons)
 
 
-# ----------------------------------------------------------------------------- EMA and flip TTA
-
-
 READOUTS = (("val_ema_top1", "EMA"), ("val_top1_tta", "flip TTA"), ("test_ema_top1", "test EMA"), ("test_top1_tta", "test flip TTA"))
 
 
@@ -121,13 +119,10 @@ def readouts_section(records: list) -> str:
     present = [(key, label) for key, label in READOUTS if any(getattr(r, key) is not None for r in records)]
     if not present:
         return ""
-    by_step: dict[str, list] = {}
-    for record in sorted(records, key=lambda r: (r.step_index, r.seed)):
-        by_step.setdefault(record.step, []).append(record)
     lines = ["### The same runs read out with the weight EMA and flip TTA", ""]
     lines += ["| step | " + " | ".join(f"{label} top-1 (%) | {label} − raw [95% CI]" for _, label in present) + " |"]
     lines += ["|---|" + "---|---|" * len(present)]
-    for name, group in by_step.items():
+    for name, group in by_step(records).items():
         cells = []
         for key, _ in present:
             raw = "test_top1" if key.startswith("test") else "val_top1"
@@ -142,9 +137,6 @@ def readouts_section(records: list) -> str:
         "so no `*`). The raw top-1 is the table's; neither readout changes training."
     )
     return "\n".join(["", *lines, "", note, ""])
-
-
-# ----------------------------------------------------------------------------- budgets
 
 
 def budget_table(records: list, summaries: list[StepSummary]) -> dict[str, dict[float, StepSummary]]:
@@ -169,9 +161,6 @@ def budget_section(by_budget: dict[str, dict[float, StepSummary]]) -> str:
     return "\n".join([*lines, "", note + " Cells as in the table above (paired by seed, Holm-adjusted marks).", ""])
 
 
-# ----------------------------------------------------------------------------- W&B
-
-
 def log_summary(name: str, spec_path: Path, out_dir: Path, summaries: list[StepSummary], records: list, wandb_args: dict[str, Any]) -> None:
     """With ``--wandb``: one run ``<spec> summary`` in the ablation's W&B group, so the dashboard compares the
     tricks as it opens: the per-step table (as in results.md), the figures, the diverged runs and the spec."""
@@ -190,3 +179,90 @@ def log_summary(name: str, spec_path: Path, out_dir: Path, summaries: list[StepS
         run.save(str(spec_path), base_path=str(spec_path.parent), policy="now")
     finally:
         run.finish()
+
+
+def figure_top1(summaries: list[StepSummary]) -> Figure:
+    """Top-1 per step, error bars = sample std over seeds, each seed as a dot."""
+    figure, ax = _figure(max(5.0, 0.8 * len(summaries) + 2))
+    x = list(range(len(summaries)))
+    std = [0.0 if math.isnan(s.top1_std) else s.top1_std for s in summaries]
+    ax.errorbar(x, [s.top1_mean for s in summaries], yerr=std, fmt="o", capsize=4, label="mean ± std")
+    for i, s in zip(x, summaries):
+        ax.plot([i] * len(s.top1), s.top1, ".", color="gray", alpha=0.6)
+    ax.set_xticks(x, [s.name for s in summaries], rotation=30, ha="right")
+    return _labelled(figure, ax, "", "val top-1 (%), last epoch", legend_size=None)
+
+
+def figure_val_curves(records: list) -> Figure:
+    """val/top1 per epoch, mean over seeds, one line per step (the records' curves)."""
+    figure, ax = _figure()
+    for name, runs in by_step([r for r in records if not r.diverged]).items():
+        length = min(len(r.val_top1_curve) for r in runs)
+        mean = [statistics.fmean(r.val_top1_curve[e] for r in runs) for e in range(length)]
+        ax.plot(range(1, length + 1), mean, marker="o", label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _labelled(figure, ax, "epoch", "val top-1 (%), mean over seeds")
+
+
+def figure_lr(out_dir: str | os.PathLike, records: list, max_points: int = 2000) -> Figure:
+    """train/lr per optimizer step of each step's run with the lowest seed (from its logged metrics)."""
+    figure, ax = _figure()
+    for name, runs in by_step([r for r in records if not r.diverged]).items():
+        points = [(r["step"], r["train/lr"]) for r in read_metrics(Path(out_dir) / runs[0].run_dir) if "train/lr" in r]
+        points = points[:: max(1, len(points) // max_points)]
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=f"{name} (seed {runs[0].seed})")
+    return _labelled(figure, ax, "optimizer step", "learning rate (head group)")
+
+
+def figure_budget(by_budget: dict[str, dict[float, StepSummary]]) -> Figure:
+    """Each step's Δ prev (points, 95% paired interval) against the budget, on a log-2 axis."""
+    figure, ax = _figure()
+    for name, per_step in by_budget.items():
+        points = sorted((b, s.delta_prev) for b, s in per_step.items() if s.delta_prev is not None)
+        if not points:
+            continue
+        low = [0.0 if math.isnan(d.low) else d.delta - d.low for _, d in points]
+        high = [0.0 if math.isnan(d.high) else d.high - d.delta for _, d in points]
+        ax.errorbar([b for b, _ in points], [d.delta for _, d in points], yerr=[low, high], marker="o", capsize=3, label=name)
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    return _labelled(figure, ax, "budget (epoch multiplier)", "Δ prev top-1 (points)")
+
+
+def _figure(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Any]:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _labelled(figure: Figure, ax, xlabel: str, ylabel: str, legend_size: str | None = "small") -> Figure:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    return figure
+
+
+def load_results(out_dir: str | os.PathLike, spec=None) -> list[RunRecord]:
+    """The records of every finished run in ``out_dir`` (with ``spec``: of its steps), by step, then seed."""
+    store = Store(out_dir)
+    if not store.out.is_dir():
+        raise FileNotFoundError(f"{store.out} does not exist; run `bagoftricks ablate SPEC --out {out_dir}` first.")
+    return store.records(spec)
+
+
+def write_report(out_dir: str | os.PathLike, title: str | None = None, records: list[RunRecord] | None = None) -> list[StepSummary]:
+    """results.csv, results.md, top1.png, val_curves.png and lr.png (budget.png with budgets) in ``out_dir``,
+    from ``records`` (by default every record in the folder)."""
+    store = Store(out_dir)
+    records = store.records() if records is None else records
+    store.export_csv(records)
+    summaries = summarize(records)
+    text = markdown_table(summaries, title) + more_sections(store.out, records, summaries, store.design())
+    atomic_write(store.results_md, text)
+    figures = [("top1.png", figure_top1(summaries)), ("val_curves.png", figure_val_curves(records)), ("lr.png", figure_lr(store.out, records))]
+    if by_budget := budget_table(records, summaries):
+        figures.append(("budget.png", figure_budget(by_budget)))
+    for name, figure in figures:
+        store.save_figure(name, figure)
+    return summaries

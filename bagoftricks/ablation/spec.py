@@ -307,10 +307,6 @@ def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs
     return rows, plan
 
 
-def _logger_entries(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def wandb_init_args(spec: Spec) -> dict[str, Any] | None:
     """The WandbLogger init_args a base config, step config or ``set`` names (the last one wins), or None."""
     found: dict[str, Any] | None = None
@@ -320,7 +316,7 @@ def wandb_init_args(spec: Spec) -> dict[str, Any] | None:
         sources.append(trainer.get("logger") if isinstance(trainer, dict) else None)
     sources += [values.get("trainer.logger") for values in (spec.set, *(step.set for step in spec.steps))]
     for source in sources:
-        for entry in _logger_entries(source):
+        for entry in source if isinstance(source, list) else [source]:
             name = entry.get("class_path", "") if isinstance(entry, dict) else str(entry or "")
             if name.split(".")[-1] == "WandbLogger":
                 found = dict(entry.get("init_args") or {}) if isinstance(entry, dict) else {}

@@ -1,12 +1,9 @@
 """The statistics of an ablation table, in plain Python (scipy is not a dependency; the tests compare with it).
 
-- ``mean_ci``: mean, sample std and the 95% t-interval of one step's seeds;
-- ``paired``: a step against its reference, seed by seed. Runs with the same seed share initialisation and
-  data order, so the per-seed differences vary far less than the runs do, and their t-interval resolves
-  effects that the unpaired (Welch) interval cannot;
-- ``holm``: Holm's step-down adjustment, so that among the many deltas of one table the chance of any
-  false "significant" stays at 5% (Holm 1979, Scand. J. Statist. 6:65-70);
-- ``mcnemar``: McNemar's test on the images two runs classify differently (exact binomial, and mid-p).
+``paired`` compares a step with its reference seed by seed: runs with the same seed share initialisation and
+data order, so the per-seed differences vary far less than the runs do, and their t-interval resolves effects
+that the unpaired (Welch) interval cannot. ``holm`` keeps the chance of any false "significant" among a
+table's deltas at 5% (Holm 1979, Scand. J. Statist. 6:65-70).
 """
 
 from __future__ import annotations
@@ -14,6 +11,8 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field, replace
+
+from bagoftricks.ablation.record import by_step
 
 
 def _betainc_fraction(a: float, b: float, x: float) -> float:
@@ -92,6 +91,15 @@ class Paired:
         return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
 
 
+def interval_text(delta: float, n: int, low: float, high: float, p_holm: float) -> str:
+    """``+1.61 [-0.20, +3.42] ~``: a delta, its 95% interval and a mark (``*`` significant after Holm's
+    adjustment, ``~`` the interval includes 0); without an interval the delta alone, ``(no spread)`` for 2+ values."""
+    if math.isnan(low):
+        return f"{delta:+.2f}" + (" (no spread)" if n >= 2 else "")
+    mark = " *" if p_holm < 0.05 else "" if low > 0 or high < 0 else " ~"
+    return f"{delta:+.2f} [{low:+.2f}, {high:+.2f}]{mark}"
+
+
 def one_sample(values: list[float]) -> tuple[float, float, float, float]:
     """Mean, 95% t-interval (low, high) and two-sided p of "the mean is 0"; NaN interval and p for fewer than
     two values, and for values that all agree: a t-interval from zero variance has zero width whatever the
@@ -143,9 +151,6 @@ def mcnemar(only_a: int, only_b: int) -> tuple[float, float]:
     return exact, mid
 
 
-# ----------------------------------------------------------------------------- one summary per step, from run records
-
-
 @dataclass
 class StepSummary:
     index: int
@@ -184,18 +189,16 @@ def _with_holm(summaries: list[StepSummary]) -> list[StepSummary]:
 
 def summarize(records: list) -> list[StepSummary]:
     """One summary per step (in spec order) from the runs' records; diverged runs are counted, not averaged."""
-    by_step: dict[str, list] = {}
-    for record in sorted(records, key=lambda r: (r.step_index, r.seed)):
-        by_step.setdefault(record.step, []).append(record)
-    usable = {name: [r for r in group if not r.diverged] for name, group in by_step.items()}
+    steps = by_step(records)
+    usable = {name: [r for r in group if not r.diverged] for name, group in steps.items()}
     by_seed = {name: {r.seed: r.val_top1 for r in group if r.val_top1 is not None} for name, group in usable.items()}
-    base = next(iter(by_step), "")
+    base = next(iter(steps), "")
 
     def delta(name: str, other: str) -> Paired | None:
         return paired(by_seed[name], by_seed[other], other) if other and other != name and other in by_seed else None
 
     summaries = []
-    for name, group in by_step.items():
+    for name, group in steps.items():
         top1, kept = list(by_seed[name].values()), usable[name]
         summary = StepSummary(group[0].step_index, name, group[0].parent or "", len(top1), top1, *mean_ci(top1),
                               delta(name, group[0].parent or ""), delta(name, base),

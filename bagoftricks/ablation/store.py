@@ -1,9 +1,7 @@
 """The output folder of an ablation: its paths, atomic writes, locks, the plan, the records and the exports.
 
-Everything an ablation writes goes through here, and appears whole or not at all (a temporary file beside
-it, then ``os.replace``). Locks are ``flock``s, which the kernel releases when a process dies, so a killed
-process never leaves one stale: one lock on the folder for the command that plans and reports, one per
-run for whichever process (in-process, ``--jobs`` worker, SLURM array task) trains it.
+Every file appears whole or not at all (a temporary file beside it, then ``os.replace``). Locks are ``flock``s,
+which the kernel releases when a process dies, so a killed process never leaves one stale.
 """
 
 from __future__ import annotations
@@ -52,17 +50,6 @@ def atomic_write(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def disk_error(err: OSError, out_dir: Path) -> UserError | None:
-    """A write that failed for lack of space or permission, as one sentence; None for any other OSError."""
-    if err.errno not in DISK_ERRNOS:
-        return None
-    what = err.filename or f"a file in {out_dir}"
-    return UserError(
-        f"writing {what} failed ({err.strerror or os.strerror(err.errno)}); free space or choose another --out and "
-        "repeat the command: finished runs are kept and the interrupted one starts again."
-    )
-
-
 @contextmanager
 def _flock(path: Path) -> Iterator[bool]:
     """True while this process holds the lock on ``path``; False (at once) when another process does."""
@@ -93,6 +80,19 @@ class Store:
         self.results_md = self.out / "results.md"
         self.slurm = self.out / "slurm"  # submitit's scripts, pickles and logs
 
+    @contextmanager
+    def disk_errors(self) -> Iterator[None]:
+        """A write that fails for lack of space or permission becomes one sentence (a ``UserError``)."""
+        try:
+            yield
+        except OSError as err:
+            if err.errno not in DISK_ERRNOS:
+                raise
+            raise UserError(
+                f"writing {err.filename or f'a file in {self.out}'} failed ({err.strerror or os.strerror(err.errno)}); free space "
+                "or choose another --out and repeat the command: finished runs are kept and the interrupted one starts again."
+            ) from err
+
     def check_writable(self) -> None:
         """The folder exists (or is created) and takes a file; else one sentence naming it."""
         if self.out.exists() and not self.out.is_dir():
@@ -122,8 +122,6 @@ class Store:
         with _flock(self.out / ".locks" / f"{run.run_dir.parent.name}-{run.run_dir.name}.lock") as held:
             yield held
 
-    # ------------------------------------------------------------------------- the plan
-
     def write_plan(self, runs: list[PlannedRun], spec: Spec) -> None:
         data = {"spec": str(spec.path), "name": spec.name, "runs": [run.to_json() for run in runs]}
         if spec.design is not None:
@@ -150,15 +148,12 @@ class Store:
                     return data
         return None
 
-    # ------------------------------------------------------------------------- records
-
     def record_path(self, run: PlannedRun) -> Path:
         return run.run_dir / "result.json"
 
     def is_finished(self, run: PlannedRun) -> bool:
         """Whether ``run`` has its record (read, so a damaged one is named here, not skipped or retrained)."""
-        path = self.record_path(run)
-        return path.is_file() and RunRecord.from_json(path) is not None
+        return self.record_path(run).is_file() and RunRecord.from_json(self.record_path(run)) is not None
 
     def write_record(self, record: RunRecord) -> None:
         """Written last and atomically: its presence means the run is finished."""
@@ -190,8 +185,6 @@ class Store:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write(self.results_csv, buffer.getvalue())
         return self.results_csv
-
-    # ------------------------------------------------------------------------- other files
 
     def save_figure(self, name: str, figure) -> None:
         with replacing(self.out / name) as tmp:
