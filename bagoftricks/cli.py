@@ -185,6 +185,32 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
+def user_cause(err: BaseException) -> UserError | None:
+    """The user's mistake behind ``err`` (jsonargparse wraps a constructor's error in its own), or None."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, UserError):
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
+def check_length(max_epochs: int | None, max_steps: int | None, limit_train_batches: int | float | None) -> None:
+    """Refuse a fit that would train nothing (``fit`` and ``bagoftricks ablate``'s plan share it)."""
+    if 0 in (max_epochs, max_steps):
+        raise ConfigError("trainer.max_epochs and trainer.max_steps must be positive: 0 trains nothing.")
+    if limit_train_batches == 0:
+        raise ConfigError("trainer.limit_train_batches 0 trains nothing; set a fraction in (0, 1] or a number of batches.")
+
+
+def check_image_sizes(backbone: str, smallest: int, sizes: dict[str, int | None]) -> None:
+    """Refuse a ``data.<key>`` image side below the ``smallest`` the backbone takes."""
+    for key, size in sizes.items():
+        if size is not None and size < smallest:
+            raise ConfigError(
+                f"data.{key} {size} is smaller than model.backbone {backbone} takes ({smallest} px); "
+                f"use data.{key} {smallest} or more."
+            )
+
+
 class BagOfTricksCLI(LightningCLI):
     """LightningCLI with the LR schedule, progressive resizing and checkpointing always present under their own groups."""
 
@@ -208,10 +234,7 @@ class BagOfTricksCLI(LightningCLI):
         except ValueError as err:
             # jsonargparse reports a constructor's error inside a dump of the union types it tried
             # (the data group is `ImageDataModule | None`); a user's mistake is shown as itself.
-            cause = err.__cause__ or err.__context__
-            while cause is not None and not isinstance(cause, UserError):
-                cause = cause.__cause__ or cause.__context__
-            if cause is None:
+            if (cause := user_cause(err)) is None:
                 raise
             raise cause from None
 
@@ -268,20 +291,11 @@ class BagOfTricksCLI(LightningCLI):
         takes, a checkpoint that fits the network."""
         config = self.config[self.subcommand]
         path = config.get("ckpt_path")
-        if self.subcommand == "fit" and 0 in (self.trainer.max_epochs, self.trainer.max_steps):
-            raise ConfigError("trainer.max_epochs and trainer.max_steps must be positive: 0 trains nothing.")
-        if self.subcommand == "fit" and self.trainer.limit_train_batches == 0:
-            raise ConfigError("trainer.limit_train_batches 0 trains nothing; set a fraction in (0, 1] or a number of batches.")
         if self.subcommand == "fit":
+            check_length(self.trainer.max_epochs, self.trainer.max_steps, self.trainer.limit_train_batches)
             self._check_monitors()
-        smallest = min_image_size(self.model.backbone)
-        for key in ("image_size", "test_image_size"):
-            size = getattr(self.datamodule, key, None)
-            if size is not None and size < smallest:
-                raise ConfigError(
-                    f"data.{key} {size} is smaller than model.backbone {self.model.hparams.backbone} takes "
-                    f"({smallest} px); use data.{key} {smallest} or more."
-                )
+        sizes = {key: getattr(self.datamodule, key, None) for key in ("image_size", "test_image_size")}
+        check_image_sizes(self.model.hparams.backbone, min_image_size(self.model.backbone), sizes)
         if path == "best" and not any(getattr(cb, "best_model_path", "") for cb in self.trainer.checkpoint_callbacks):
             raise ConfigError(
                 "--ckpt_path best names the best checkpoint of a fit run earlier in this same process, and none has; "

@@ -14,7 +14,7 @@ from test_ablation import TINY_SET
 
 from bagoftricks.ablation import load_spec, plan, write_report
 from bagoftricks.ablation.design import GENERATORS, LETTERS, design, effects
-from bagoftricks.errors import ConfigError
+from bagoftricks.errors import ConfigError, DataError
 
 TRICKS = [
     {"name": "+ls", "set": {"model.label_smoothing": 0.1}},
@@ -126,7 +126,10 @@ def test_factorial_report_from_written_results(tmp_path):
         (tmp_path / result["run_dir"] / "result.json").write_text(json.dumps({**result, "val_top1_curve": [1.0]}))
     from bagoftricks.ablation.design import design_record
 
-    (tmp_path / "design.json").write_text(json.dumps(design_record(spec.design, [s.name for s in spec.steps])))
+    (tmp_path / "design.json").write_text("{}")  # an older version's file: named, with the way out
+    with pytest.raises(DataError, match="design.json is an older version's design file; repeat the `bagoftricks ablate`"):
+        write_report(tmp_path)
+    (tmp_path / "plan.json").write_text(json.dumps({"design": design_record(spec.design, [s.name for s in spec.steps])}))
     write_report(tmp_path)
     text = (tmp_path / "results.md").read_text()
     assert "### Factorial effects (2^2 full factorial; 4 runs per seed, 2 complete seed(s))" in text

@@ -74,12 +74,15 @@ def test_plan_json_holds_the_plan_and_only_1_1_trains_once(tmp_path, monkeypatch
     calls = []
     monkeypatch.setattr(launch, "execute", fake_execute(calls))
     spec = write_spec(tmp_path / "spec.yaml")
-    ablate_main([str(spec), "--out", str(tmp_path / "out"), "--only", "1,1", "--jobs", "1", "--no-report"])
+    flags = ["--out", str(tmp_path / "out"), "--jobs", "1", "--set", "data.batch_size=8"]
+    ablate_main([str(spec), *flags, "--only", "1,1", "--no-report"])
     assert calls == [1]
     saved = Store(tmp_path / "out").read_plan()
-    assert saved == plan(load_spec(spec), out=tmp_path / "out")
-    assert [r.seed for r in saved] == [0, 1, 0, 1] and saved[3].overrides[-2:] == ("--model.label_smoothing", "0.1")
-    ablate_main([str(spec), "--out", str(tmp_path / "out"), "--jobs", "1"])  # the rest; run 1 is not trained again
+    assert saved == plan(load_spec(spec), out=tmp_path / "out", extra={"data.batch_size": 8})
+    assert [r.seed for r in saved] == [0, 1, 0, 1] and saved[3].overrides[-4:-2] == ("--model.label_smoothing", "0.1")
+    config = json.loads((tmp_path / "out" / "plan.json").read_text())["runs"][3]["config"]  # as `fit` parses it
+    assert config["seed_everything"] == 1 and config["data"]["init_args"]["batch_size"] == 8
+    ablate_main([str(spec), *flags])  # the rest; run 1 is not trained again
     assert sorted(calls) == [0, 1, 2, 3]
     assert "| 1 | +label smoothing | 2 |" in (tmp_path / "out" / "results.md").read_text()
 
@@ -180,8 +183,9 @@ def test_result_json_of_the_previous_version_loads(tmp_path):
         (json.dumps({**LEGACY, "seed": 1.5}), "seed is 1.5, not a number"),
         (json.dumps({**LEGACY, "val_top1_curve": ["x"]}), "val_top1_curve is not a list of numbers"),
         (json.dumps({**LEGACY, "epochs": True}), "epochs is True, not a number"),
+        (json.dumps({**LEGACY, "tricks": "label smoothing; mixup"}), "an older version (lists joined with '; '); delete it"),
     ],
-    ids=["empty-object", "empty-file", "list", "no-step-index", "text-top1", "fractional-seed", "text-curve", "bool-epochs"],
+    ids=["empty-object", "empty-file", "list", "no-step-index", "text-top1", "fractional-seed", "text-curve", "bool-epochs", "joined"],
 )
 def test_damaged_record_is_named_never_dropped(tmp_path, text, words):
     run_dir = tmp_path / "out" / "01-label-smoothing" / "seed1"

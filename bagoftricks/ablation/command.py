@@ -34,8 +34,7 @@ def _unfinished(store: Store, selected: list[PlannedRun], console: Console) -> l
 
 
 def _export_sweep(path: Path, spec: Spec, runs: list[PlannedRun], cli_args: list[str], console: Console) -> None:
-    """A W&B grid sweep whose only parameter is the run index: W&B expands ``${args}`` to ``--only=<index>``, so
-    each agent call trains one planned run."""
+    """A W&B grid sweep over the run index (``${args}`` -> ``--only=<index>``): each agent call trains one run."""
     if path.is_dir():
         raise UserError(f"--export-sweep {path} is a folder; name the sweep file to write, such as {path / 'sweep.yaml'}.")
     if not path.parent.is_dir():
@@ -81,8 +80,7 @@ def ablate(
     wait: bool = False,
     report_only: bool = False,
 ) -> Path:
-    """Run (or with ``dry_run`` print, with ``export_sweep`` export, with ``report_only`` only report) an
-    ablation spec; return its output folder. ``jobs`` None: one run per core (per GPU on GPUs)."""
+    """Run (or print, export or only report) an ablation spec; return its output folder."""
     console = console or Console()
     if out is not None and not str(out).strip():
         raise UserError("--out '' names no folder; leave it out for runs/<spec name>, or name a folder.")
@@ -134,7 +132,6 @@ def ablate(
 
 
 def _cli_args(out: str | os.PathLike | None, seeds: list[int] | None, overrides: dict[str, Any] | None) -> list[str]:
-    """The ``ablate`` flags that give another process (a sweep agent) the same runs."""
     args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
     return args + [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={one_line(value)}")]
 

@@ -1,10 +1,5 @@
-"""Two-level designs for ``mode: factorial``: full 2^k and regular fractional 2^(k-p) designs, and their effects.
-
-Each trick is a factor at two levels (off = -1, on = +1). A regular fraction builds the last p factors as
-products of the first k - p (the generators, ``E = ABCD``); its defining relation (the generator words and
-all their products) says which effects share a column. Its shortest word is the resolution: at IV or higher
-no main effect shares its column with another main effect or a two-way interaction. Generators are the
-minimum-aberration ones (Montgomery, Design and Analysis of Experiments, Table 8.14).
+"""Two-level designs for ``mode: factorial`` (tricks off = -1, on = +1): full 2^k and regular 2^(k-p) fractions
+with minimum-aberration generators (Montgomery, Design and Analysis of Experiments, Table 8.14), and their effects.
 """
 
 from __future__ import annotations
@@ -134,7 +129,7 @@ def effects(plan: Design, responses: dict[int, list[float]]) -> list[Effect]:
 
 
 def design_record(plan: Design, step_names: list[str]) -> dict:
-    """What ``design.json`` in the output folder keeps: enough to rebuild the design and map its rows to steps."""
+    """What plan.json keeps: enough to rebuild the design and map its rows to steps."""
     return {"factors": list(plan.factors), "runs_per_seed": len(plan.matrix), "generators": list(plan.generators), "steps": step_names}
 
 

@@ -1,9 +1,5 @@
-"""Per-image evidence: each run's predictions (``predictions.pt``) and the paired comparisons they allow.
-
-Two steps with equal accuracy may get the same images wrong or quite different ones; the per-seed accuracies
-cannot tell, the predictions can (McNemar on the images only one gets right, a paired bootstrap over images
-and seeds, the classes that move most).
-"""
+"""Per-image evidence: each run's ``predictions.pt`` and the paired comparisons they allow (McNemar on the
+images only one step gets right, a paired bootstrap over images and seeds, the classes that move most)."""
 
 from __future__ import annotations
 
@@ -44,11 +40,7 @@ def predict_split(trainer: L.Trainer, model: L.LightningModule, loader) -> dict[
 
 
 def save_predictions(path: Path, trainer: L.Trainer, model: L.LightningModule, datamodule, with_test: bool) -> None:
-    """``predictions.pt`` of one run: its val (and with ``with_test``, test) predictions, written atomically.
-
-    Under a multi-process strategy each rank would see only its share of the images: rank 0 predicts every
-    image, in the loaders' order, with a one-device trainer of its own, and the other ranks write nothing.
-    """
+    """``predictions.pt`` of one run: its val (and test) predictions; under DDP rank 0 alone predicts every image."""
     if not trainer.is_global_zero:
         return
     if trainer.world_size > 1:

@@ -1,9 +1,5 @@
-"""Train one planned run in this process, resuming it if it was killed, and write its ``RunRecord``.
-
-The run is ``bagoftricks fit ARGS`` built through ``cli_main(args, run=False)`` (torch and Lightning load once
-per process) and checked by the CLI's own ``before_fit``. A run whose loss stops being finite is recorded as
-diverged, not raised: it is a finding about the recipe. Under DDP rank 0 alone writes the record and predictions.
-"""
+"""Train one planned run in this process (``cli_main(args, run=False)``, checked by the CLI's ``before_fit``),
+resuming it if it was killed, and write its ``RunRecord``; a diverged run is recorded, not raised."""
 
 from __future__ import annotations
 
@@ -20,6 +16,7 @@ import time
 import warnings
 import zipfile
 from datetime import datetime, timezone
+from unittest import mock
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -52,11 +49,8 @@ class EpochTimer(Callback):
 
 @contextlib.contextmanager
 def quiet_lightning():
-    """Lightning's per-run INFO lines (devices, seeds, param groups) times 24 runs would bury the progress line.
-
-    Each distinct warning is shown once per ablation, not once per run (Lightning's own filter changes
-    reset Python's once-per-location memory), unless the user chose warning filters with ``-W``.
-    """
+    """No per-run Lightning INFO lines (they would bury the progress line); each distinct warning once per
+    ablation, not once per run, unless the user chose filters with ``-W``."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -70,17 +64,6 @@ def quiet_lightning():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def bare_argv():
-    """No ``ablate`` arguments in ``sys.argv`` while LightningCLI parses the run's own (it warns about both)."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
 
 
 def default_wandb_offline(console) -> None:
@@ -135,8 +118,7 @@ def _device(trainer: L.Trainer) -> str:
 
 
 def _fit_checks(cli) -> None:
-    """Every check ``bagoftricks fit`` makes before training (its ``before_fit``), on the CLI built with
-    ``run=False``, whose config has no subcommand level."""
+    """``bagoftricks fit``'s ``before_fit`` on a CLI built with ``run=False`` (no subcommand level)."""
     subcommand, config = cli.subcommand, cli.config
     cli.subcommand, cli.config = "fit", Namespace(fit=config)
     try:
@@ -146,8 +128,7 @@ def _fit_checks(cli) -> None:
 
 
 def _no_lightning_requeue(trainer: L.Trainer) -> None:
-    """Under SLURM, submitit owns preemption (it requeues the task, which resumes from last.ckpt); Lightning's
-    own SLURM requeue handler would requeue the whole job a second time."""
+    """Under SLURM submitit requeues a preempted task; Lightning's own handler would requeue it a second time."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     environment = trainer._accelerator_connector.cluster_environment  # where Lightning's signal connector reads it
@@ -165,7 +146,8 @@ def execute(run: PlannedRun, store: Store) -> RunRecord | None:
     start = time.perf_counter()
     note = ""
     try:
-        with bare_argv(), warnings.catch_warnings():
+        # No `ablate` arguments in sys.argv while LightningCLI parses the run's own (it warns about both).
+        with mock.patch.object(sys, "argv", sys.argv[:1]), warnings.catch_warnings():
             # The folder holds the W&B id or, resuming, the checkpoints; the CSVLogger's warning does not apply.
             warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
             cli = cli_main(run.fit_args(store.wandb_id(run, last is not None or "LOCAL_RANK" in os.environ)), run=False)

@@ -1,16 +1,7 @@
-"""Launch the plan: in this process one run after another, in ``--jobs N`` worker processes, or as one SLURM
-job array (``--launcher slurm``). Every launcher trains a run the same way: under its run lock, skipped if
-finished, resumed from its ``last.ckpt``.
-
-A worker is ``python -m bagoftricks ablate --worker OUT 3,7,11``: it reads ``OUT/plan.json`` and trains those
-runs. A run's numbers depend only on its arguments, its seed and, on a CPU, its thread count (which orders the
-floating-point sums), not on which process trains it or when. On CPUs each worker gets ``cores // N`` threads;
-on GPUs worker i sees device i mod the device count (of those ``CUDA_VISIBLE_DEVICES`` allows).
-
-SLURM goes through submitit (``pip install -e ".[slurm]"``), one run per array task. SLURM signals a task
-(``USR2``, 90 s before its time limit, or on preemption), submitit calls ``TrainTask.checkpoint`` and requeues
-the task, which resumes from the run's last checkpoint; Lightning's own SLURM requeue is switched off in the
-task so the two do not both requeue. Scripts, pickles and logs go to ``<out>/slurm/``.
+"""Launch the plan: in this process, in ``--jobs N`` workers (``ablate --worker OUT 3,7``: those runs of
+``OUT/plan.json``; ``cores // N`` threads each on CPUs, GPU i mod count on GPUs) or as one SLURM job array via
+submitit (one run per task; on ``USR2`` submitit requeues the task, which resumes from ``last.ckpt``). Each
+launcher trains a run under its run lock, skipped if finished, resumed from its ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -49,7 +40,6 @@ MAX_REQUEUES_ON_TIMEOUT = 10
 
 
 def default_jobs() -> int:
-    """One run per GPU, else one run per CPU core."""
     return torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count() or 1
 
 
@@ -112,9 +102,8 @@ def run_jobs(store: Store, todo: list[PlannedRun], jobs: int, console: Console) 
 
 
 def ddp_rank_run() -> bool:
-    """In a process that a multi-process strategy started for one run (``LOCAL_RANK`` > 0): train that run's
-    share and return True; the process was started with the launcher's own command line, which must not
-    plan, launch or report again."""
+    """In a DDP rank a run started (``LOCAL_RANK`` > 0, with the launcher's command line): train that run's
+    share and return True, so that it does not plan, launch or report again."""
     if RUN_ENV not in os.environ or int(os.environ.get("LOCAL_RANK", 0)) == 0:
         return False
     out, _, index = os.environ[RUN_ENV].rpartition(":")
@@ -144,15 +133,13 @@ class TrainTask:
             record = train_one(run, Store(self.out))
         return f"{run.run_dir}: " + (f"{record}, skipped" if isinstance(record, str) else f"{record.status}, val top-1 {record.val_top1}")
 
-    def checkpoint(self, run: PlannedRun):
-        """Preempted or out of time: the same call again; it resumes from the run's last.ckpt."""
+    def checkpoint(self, run: PlannedRun):  # preempted or out of time: the same call again, resumed
         import submitit
 
         return submitit.helpers.DelayedSubmission(TrainTask(self.out), run)
 
 
 def executor(store: Store, options: dict[str, Any]):
-    """submitit's executor for the array, with ``options`` (the ``--slurm.*`` flags) as sbatch parameters."""
     try:
         import submitit
     except ImportError:

@@ -1,18 +1,15 @@
-"""Plan once: a ``Spec`` (+ ``--seeds``, ``--set``, budgets) -> the ordered ``PlannedRun``s, each parsed and checked.
-
-Every run's ``bagoftricks fit`` arguments are parsed by the CLI's own parser and checked as ``fit`` would
-check them, for every run, before any run trains: a wrong key or value in step 7 must not cost the training
-of steps 0-6. Every launcher reads the plan from ``<out>/plan.json``; none re-plans.
-"""
+"""Plan once: a ``Spec`` (+ ``--seeds``, ``--set``, budgets) -> the ordered ``PlannedRun``s, each parsed by the
+CLI's own parser and checked as ``fit`` would, before any run trains. Launchers read ``<out>/plan.json``."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import shlex
 from argparse import ArgumentError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +40,9 @@ class PlannedRun:
     spec: str = ""  # the spec file, for the W&B config
     test: bool = True  # also evaluate the final weights on the test split
     keep_checkpoints: bool = True
+    config: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # as `fit` parses it (plan.json)
 
     def fit_args(self, wandb_id: str | None = None) -> list[str]:
-        """Arguments of ``bagoftricks fit`` (without the subcommand) for this run."""
         loggers: list[dict[str, Any]] = [
             # First logger: its log_dir (the run folder itself: no name, version ".") receives config.yaml
             # and metrics.csv. Flushed every step, so a killed run keeps its metrics up to its last checkpoint.
@@ -80,9 +77,6 @@ class PlannedRun:
         return cls(**data)
 
 
-Run = PlannedRun  # the name earlier versions exported
-
-
 class _Parser(Exception):
     def __init__(self, parser):
         self.parser = parser
@@ -99,8 +93,7 @@ _PARSER = None
 
 
 def fit_parser():
-    """The parser of ``bagoftricks fit``'s arguments, built once per process. The settings that shape it are
-    ``cli_main``'s (a test compares the two parsers' results, so they cannot drift apart)."""
+    """The parser of ``bagoftricks fit``, built once per process with ``cli_main``'s settings (a test compares them)."""
     global _PARSER
     if _PARSER is None:
         from bagoftricks import ClassificationModule
@@ -182,38 +175,33 @@ def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
 
 
 def check_config(where: str, config: Namespace) -> str | None:
-    """What ``fit`` refuses before training, from the parsed config alone; returns a warning (warmup covering
-    every epoch) or None. ``where`` starts each message (the spec and step)."""
-    epochs, steps = config.get("trainer.max_epochs"), config.get("trainer.max_steps")
-    if 0 in (epochs, steps):
-        raise ConfigError(f"{where}: trainer.max_epochs and trainer.max_steps must be positive: 0 trains nothing.")
-    if config.get("trainer.limit_train_batches") in (0, 0.0):
-        raise ConfigError(f"{where}: trainer.limit_train_batches 0 trains nothing; leave it out or give a positive value.")
-    warmup = config.get("schedule.warmup_epochs")
-    if warmup and epochs and warmup > epochs:  # the schedule would refuse it at the run's start
-        raise ConfigError(
-            f"{where}: schedule.warmup_epochs ({warmup:g}) is longer than trainer.max_epochs ({epochs}); shorten the warmup or train longer."
-        )
+    """What ``fit`` refuses before training, from the parsed config alone, each message after ``where``;
+    returns a warning (warmup covering every epoch) or None."""
+    epochs, warmup = config.get("trainer.max_epochs"), config.get("schedule.warmup_epochs")
     backbone = config.get("model.backbone")
     flags = {k: v for k, v in dict(config.get("model.backbone_kwargs") or {}).items() if k in ("stem", "blur_pool")}
-    if isinstance(backbone, str):
+    try:
+        cli.check_length(epochs, config.get("trainer.max_steps"), config.get("trainer.limit_train_batches"))
+        if warmup and epochs and warmup > epochs:  # the schedule would refuse it at the run's start
+            raise ConfigError(
+                f"schedule.warmup_epochs ({warmup:g}) is longer than trainer.max_epochs ({epochs}); shorten the warmup or train longer."
+            )
         try:
-            smallest = min_image_size(backbone, **flags)
+            smallest = min_image_size(backbone, **flags) if isinstance(backbone, str) else 0
         except (ValueError, TypeError, KeyError):
-            smallest = None  # a wrong backbone name or flag: the module refuses it in its own words
-        for key in ("image_size", "test_image_size"):
-            size = config.get(f"data.init_args.{key}")
-            if smallest and isinstance(size, int) and size < smallest:
-                raise ConfigError(f"{where}: data.{key} {size} is smaller than model.backbone {backbone} takes ({smallest} px); use {smallest} or more.")
+            smallest = 0  # a wrong backbone name or flag: the module refuses it in its own words
+        sizes = {key: config.get(f"data.init_args.{key}") for key in ("image_size", "test_image_size")}
+        cli.check_image_sizes(backbone, smallest, sizes)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
     if warmup and epochs and warmup == epochs:
         return f"schedule.warmup_epochs covers all of trainer.max_epochs in {where.split(': ', 1)[-1]} ({warmup:g} of {epochs})"
     return None
 
 
 def construct(where: str, config: Namespace, files: bool) -> None:
-    """Build the run's model and data module from its parsed config, so that their constructors check their
-    values (``model.label_smoothing 1.5``) before any run trains. The teacher and pretrained weights are not
-    loaded here; with ``files`` (not for ``--dry-run``: a teacher may be trained after planning) they must exist."""
+    """Build the run's model and data module so that their constructors check their values before any run
+    trains; teacher and pretrained weights are not loaded, but with ``files`` (not ``--dry-run``) must exist."""
     config = config.clone()
     for key in ("model.teacher", "model.pretrained"):
         if (path := config.get(key)) and files and not Path(path).is_file():
@@ -223,10 +211,7 @@ def construct(where: str, config: Namespace, files: bool) -> None:
     try:
         (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
     except (ValueError, TypeError, UserError) as err:
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+        if (cause := cli.user_cause(err)) is None:
             raise
         if isinstance(cause, MissingDataError) and not files:
             return  # --dry-run plans on a machine without the dataset, as without the teacher
@@ -259,11 +244,8 @@ def plan(
     console=None,
     files: bool = True,
 ) -> list[PlannedRun]:
-    """Every run of the spec in order (step-major, then seed), with its folder and its checked ``fit`` arguments.
-
-    ``extra`` are overrides that apply last (the ``--set`` flag of ``bagoftricks ablate``). Warnings (warmup
-    covering every epoch) go to ``console``; ``files=False`` (``--dry-run``) plans before a teacher exists.
-    """
+    """Every run of the spec (step-major, then seed) with its checked ``fit`` arguments; ``extra``: ``--set``,
+    applied last; warnings go to ``console``; ``files=False`` (``--dry-run``) plans before a teacher exists."""
     out = spec.out_dir(out)
     extra = extra or {}
     user_wandb = wandb_init_args(spec)
@@ -292,6 +274,7 @@ def plan(
                 run = dataclasses.replace(run, overrides=(*run.overrides, *scaled))
                 config = _parse(spec, run, extra)
             warning = check_config(where, config)
+            run = dataclasses.replace(run, config=json.loads(fit_parser().dump(config, format="json", skip_check=True)))
             if run.seed == (seeds or spec.seeds)[0]:  # seeds change nothing the constructors check
                 construct(where, config, files)
                 covered += [warning] if warning else []

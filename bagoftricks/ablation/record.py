@@ -1,7 +1,5 @@
-"""One run's facts, once: a frozen ``RunRecord``, the run's ``result.json``. Every table, figure and export is
-derived from these records. A ``result.json`` of earlier versions (a flat dict with the same keys) loads as it
-is: the fields added since (status, device, torch version, git commit) take their defaults.
-"""
+"""One run's facts, once: a frozen ``RunRecord``, the run's ``result.json``, from which every table, figure and
+export is derived. Fields added since a record was written (status, device, ...) take their defaults."""
 
 from __future__ import annotations
 
@@ -94,23 +92,20 @@ class RunRecord:
             raise DataError(f"{path} lacks {', '.join(missing)}, so it names no run; {fix}.")
         for key in (*NUMBERS, *INTEGERS):
             value = data.get(key)
-            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-            if ok and key in INTEGERS and value is not None:
-                ok = float(value).is_integer()
-            if not ok:
-                raise DataError(f"{path}: {key} is {value!r}, not a number; restore the value or {fix}.")
+            number = int if key in INTEGERS else (int, float)
+            if not (value is None or isinstance(value, number) and not isinstance(value, bool)):
+                kind = " (an integer)" if key in INTEGERS else ""
+                raise DataError(f"{path}: {key} is {value!r}, not a number{kind}; restore the value or {fix}.")
         curve = data.get("val_top1_curve") or []
         if not (isinstance(curve, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in curve)):
             raise DataError(f"{path}: val_top1_curve is not a list of numbers; {fix}.")
+        if any(isinstance(data.get(key), str) for key in ("tricks", "configs", "overrides")):
+            raise DataError(f"{path} is a result file of an older version (lists joined with '; '); {fix}.")
         if not isinstance(data["step"], str) or data.get("status", FINISHED) not in (FINISHED, DIVERGED):
             raise DataError(f"{path}: step or status is not what a run writes; {fix}.")
         known = {k: v for k, v in data.items() if k in names}
-        for key in INTEGERS:
-            if known.get(key) is not None:
-                known[key] = int(known[key])  # results.csv of old versions made them floats
         for key in ("tricks", "configs", "overrides", "val_top1_curve"):
-            value = known.get(key) or ()
-            known[key] = tuple(value.split("; ") if isinstance(value, str) and value else () if isinstance(value, str) else value)
+            known[key] = tuple(known.get(key) or ())
         known.setdefault("run_dir", path.parent.as_posix())
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 

@@ -1,6 +1,5 @@
-"""The report of an output folder: its records -> statistics (``stats``) -> results.md, the terminal table, the
-PNGs (Matplotlib's Agg canvas, no pyplot state) and the W&B summary run. The notebook
-``notebooks/ablation_report.ipynb`` calls the same functions."""
+"""The report of an output folder: records -> ``stats`` -> results.md, the terminal table, the PNGs (Agg canvas,
+no pyplot state) and the W&B summary run; ``notebooks/ablation_report.ipynb`` calls the same functions."""
 
 from __future__ import annotations
 
@@ -60,7 +59,6 @@ def table_rows(summaries: list[StepSummary]) -> tuple[list[str], list[list[str]]
 
 
 def diverged_note(records: list) -> str:
-    """The runs left out of the statistics, one line each; empty when none diverged."""
     lines = [f"- {r.step}, seed {r.seed}: {r.note or 'diverged'} ({r.run_dir})" for r in records if r.diverged]
     return "\n".join(["", "**Diverged runs** (left out of every number above):", *lines, ""]) if lines else ""
 
@@ -90,9 +88,7 @@ def print_table(summaries: list[StepSummary], title: str | None = None, console=
 
 
 def more_sections(out_dir: Path, records: list, summaries: list[StepSummary], design: dict | None = None) -> str:
-    """The sections of results.md after the per-step table: diverged runs, mixed thread counts, the EMA and
-    flip-TTA readouts, a factorial design's effects, the deltas against the budget, and the image-by-image
-    comparisons (from the runs' predictions.pt)."""
+    """The sections of results.md after the per-step table."""
     text = diverged_note(records)
     kept = [r for r in records if not r.diverged]
     if len(threads := sorted({r.cpu_threads for r in kept if r.cpu_threads})) > 1:
@@ -114,8 +110,7 @@ READOUTS = (("val_ema_top1", "EMA"), ("val_top1_tta", "flip TTA"), ("test_ema_to
 
 
 def readouts_section(records: list) -> str:
-    """Each step's weight-EMA and flip-TTA top-1 against the raw model's of the same runs: the readout minus
-    val/top1 (or test/top1), paired run by run, with its 95% paired-t interval. Empty when no run has them."""
+    """Each step's weight-EMA and flip-TTA top-1 minus the raw model's of the same runs; empty without them."""
     present = [(key, label) for key, label in READOUTS if any(getattr(r, key) is not None for r in records)]
     if not present:
         return ""
@@ -162,8 +157,7 @@ def budget_section(by_budget: dict[str, dict[float, StepSummary]]) -> str:
 
 
 def log_summary(name: str, spec_path: Path, out_dir: Path, summaries: list[StepSummary], records: list, wandb_args: dict[str, Any]) -> None:
-    """With ``--wandb``: one run ``<spec> summary`` in the ablation's W&B group, so the dashboard compares the
-    tricks as it opens: the per-step table (as in results.md), the figures, the diverged runs and the spec."""
+    """With ``--wandb``: a run ``<spec> summary`` in the ablation's W&B group with the table, figures and spec."""
     import wandb
     import yaml
 
@@ -252,8 +246,7 @@ def load_results(out_dir: str | os.PathLike, spec=None) -> list[RunRecord]:
 
 
 def write_report(out_dir: str | os.PathLike, title: str | None = None, records: list[RunRecord] | None = None) -> list[StepSummary]:
-    """results.csv, results.md, top1.png, val_curves.png and lr.png (budget.png with budgets) in ``out_dir``,
-    from ``records`` (by default every record in the folder)."""
+    """results.csv, results.md and the PNGs in ``out_dir``, from ``records`` (default: every record there)."""
     store = Store(out_dir)
     records = store.records() if records is None else records
     store.export_csv(records)

@@ -1,6 +1,4 @@
-"""An ablation spec (YAML in) -> a validated ``Spec``: its steps (design and budget rows expanded), seeds and settings.
-
-The next stage, ``plan``, turns it into runs."""
+"""An ablation spec (YAML in) -> a validated ``Spec``: its steps (design and budget rows expanded) and settings."""
 
 from __future__ import annotations
 
@@ -59,7 +57,6 @@ class Spec:
     design: Design | None = None  # mode: factorial's two-level design (rows = steps, in order)
 
     def out_dir(self, out: str | os.PathLike | None = None) -> Path:
-        """``out``, or by default ``runs/<spec name>``."""
         return Path(out) if out is not None else Path("runs") / self.name
 
     def chain(self, index: int) -> list[int]:
@@ -70,8 +67,7 @@ class Spec:
         return chain[::-1]
 
     def tricks(self, index: int) -> list[str]:
-        """The tricks switched on in step ``index``: the names of the steps in its chain that change something,
-        split at ``+`` (``cosine + LS`` is two tricks)."""
+        """The tricks on in step ``index``: its chain's names that change something, split at ``+``."""
         if self.steps[index].trick_names is not None:
             return list(self.steps[index].trick_names)
         names = [self.steps[i].unbudgeted or self.steps[i].name for i in self.chain(index) if self.steps[i].changes]
@@ -95,7 +91,6 @@ def slug(name: str) -> str:
 
 
 def step_folder(index: int, name: str) -> str:
-    """The folder of a step's runs inside the output folder: ``<NN>-<slug>``."""
     return f"{index:02d}-{slug(name)}"
 
 
@@ -264,21 +259,15 @@ def budget_rows(path: Path, steps: list[Step], budgets: Any) -> list[Step]:
 
 
 def _combined(name: str, baseline: Step, tricks: list[Step], names: list[str]) -> Step:
-    """A row that applies ``tricks`` on top of the baseline: its files and keys, then theirs, in spec order.
-
-    Self-contained (no parent): a fractional design need not have the baseline as its row 0.
-    """
+    """A row of ``tricks`` on the baseline (no parent: a fractional design need not start with the baseline)."""
     values = {key: value for step in (baseline, *tricks) for key, value in step.set.items()}
     configs = tuple(c for step in (baseline, *tricks) for c in step.configs)
     return Step(name, values, configs, trick_names=tuple(names))
 
 
 def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs: Any) -> tuple[list[Step], Design | None]:
-    """The rows of a designed ablation: step 0 is the baseline, every later step one trick (its changes alone).
-
-    leave-one-out: the baseline, all tricks, then all tricks but one, for each trick (Δ prev: vs all tricks);
-    factorial: one row per row of the (fractional) 2^k design, named by the tricks it switches on.
-    """
+    """The rows of a designed ablation (step 0 the baseline, each later step one trick): leave-one-out's baseline,
+    all tricks and all but each one (Δ prev: vs all tricks), or one row per row of the factorial design."""
     if any("from" in raw_step for raw_step in raw_steps):
         raise ConfigError(f"{path}: `from:` has no meaning in mode: {mode}, where every step after the first is one trick; remove it.")
     baseline, tricks = steps[0], steps[1:]

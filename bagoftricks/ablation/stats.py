@@ -1,10 +1,5 @@
-"""The statistics of an ablation table, in plain Python (scipy is not a dependency; the tests compare with it).
-
-``paired`` compares a step with its reference seed by seed: runs with the same seed share initialisation and
-data order, so the per-seed differences vary far less than the runs do, and their t-interval resolves effects
-that the unpaired (Welch) interval cannot. ``holm`` keeps the chance of any false "significant" among a
-table's deltas at 5% (Holm 1979, Scand. J. Statist. 6:65-70).
-"""
+"""The statistics of an ablation table in plain Python (scipy is not a dependency; the tests compare with it):
+paired-by-seed t-intervals (same seed = same initialisation and data order) and Holm's adjustment (Holm 1979)."""
 
 from __future__ import annotations
 
@@ -86,8 +81,7 @@ class Paired:
     p_holm: float = math.nan  # p after Holm's adjustment across the table
 
     @property
-    def trusted(self) -> bool:
-        """The sign is trusted only when the 95% interval excludes 0."""
+    def trusted(self) -> bool:  # the 95% interval excludes 0
         return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
 
 
@@ -120,8 +114,7 @@ def paired(step: dict[int, float], reference: dict[int, float], name: str = "") 
 
 
 def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (NaN stays NaN and does not count): the i-th smallest of m p-values
-    is multiplied by m - i (i from 0), and the running maximum keeps the order."""
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count)."""
     order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
     adjusted = [math.nan] * len(p_values)
     running = 0.0
@@ -136,12 +129,8 @@ def _log_binom_pmf(k: int, n: int) -> float:
 
 
 def mcnemar(only_a: int, only_b: int) -> tuple[float, float]:
-    """McNemar's exact test on the discordant images: ``only_a`` right only in run A, ``only_b`` only in B.
-
-    Under "A and B are equally good", each discordant image is a fair coin. Returns the two-sided exact
-    p-value and the mid-p value (the exact one minus half the probability of the observed count on each
-    side, less conservative; Fagerland et al. 2013, BMC Med Res Methodol 13:91).
-    """
+    """McNemar's exact two-sided p and mid-p (Fagerland et al. 2013) on the discordant images: ``only_a`` right
+    only in run A, ``only_b`` only in B."""
     n, k = only_a + only_b, min(only_a, only_b)
     if n == 0:
         return 1.0, 1.0
@@ -177,7 +166,6 @@ def _mean(records: list, key: str) -> float:
 
 
 def _with_holm(summaries: list[StepSummary]) -> list[StepSummary]:
-    """Holm's adjustment over the distinct comparisons of the table (a step whose parent is the base is one test)."""
     tests = {(s.name, d.reference): d for s in summaries for d in (s.delta_prev, s.delta_base) if d is not None}
     adjusted = dict(zip(tests, holm([d.p for d in tests.values()])))
     for s in summaries:

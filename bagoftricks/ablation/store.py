@@ -1,8 +1,5 @@
-"""The output folder of an ablation: its paths, atomic writes, locks, the plan, the records and the exports.
-
-Every file appears whole or not at all (a temporary file beside it, then ``os.replace``). Locks are ``flock``s,
-which the kernel releases when a process dies, so a killed process never leaves one stale.
-"""
+"""The output folder of an ablation: atomic writes (``os.replace``), ``flock`` locks (released when a process
+dies), the plan, the records and the exports."""
 
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ from pathlib import Path
 from bagoftricks.ablation.plan import PlannedRun
 from bagoftricks.ablation.record import RunRecord
 from bagoftricks.ablation.spec import Spec, step_folder
-from bagoftricks.errors import UserError
+from bagoftricks.errors import DataError, UserError
 
 # Write failures a user fixes by freeing space or choosing another folder (not bugs: no traceback).
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -35,8 +32,7 @@ COLUMNS = (
 
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write; on success it replaces ``path`` (``os.replace``), so readers
-    see the old or the new file, never half; on failure it is removed (a full disk must not leave half a file)."""
+    """A temporary path beside ``path`` to write; on success it replaces ``path``, on failure it is removed."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp
@@ -94,7 +90,6 @@ class Store:
             ) from err
 
     def check_writable(self) -> None:
-        """The folder exists (or is created) and takes a file; else one sentence naming it."""
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is a file, not a folder; name a folder (a new one, or this spec's earlier output).")
         probe = self.out / f".write-test{os.getpid()}"
@@ -107,7 +102,6 @@ class Store:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Held by the one ``bagoftricks ablate`` command that plans, launches and reports in this folder."""
         with _flock(self.out / ".ablate.lock") as held:
             if not held:
                 raise UserError(
@@ -118,7 +112,6 @@ class Store:
 
     @contextmanager
     def run_lock(self, run: PlannedRun) -> Iterator[bool]:
-        """True while this process may train ``run``; False when another process is training it."""
         with _flock(self.out / ".locks" / f"{run.run_dir.parent.name}-{run.run_dir.name}.lock") as held:
             yield held
 
@@ -131,22 +124,18 @@ class Store:
         atomic_write(self.plan_json, json.dumps(data, indent=1) + "\n")
 
     def read_plan(self) -> list[PlannedRun]:
-        """The runs of ``plan.json`` (what a worker or an array task trains: never re-planned)."""
         try:
             return [PlannedRun.from_json(run) for run in json.loads(self.plan_json.read_text())["runs"]]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise UserError(f"{self.plan_json} cannot be read ({err}); repeat the `bagoftricks ablate` command to plan again.") from None
 
     def design(self) -> dict | None:
-        """The factorial design of ``plan.json`` (or of ``design.json``, which earlier versions wrote), or None."""
-        for path in (self.plan_json, self.out / "design.json"):
-            if path.is_file():
-                data = json.loads(path.read_text())
-                if path == self.plan_json:
-                    data = data.get("design")
-                if data:
-                    return data
-        return None
+        """The factorial design of ``plan.json``, or None."""
+        if (old := self.out / "design.json").is_file() and not self.plan_json.is_file():
+            raise DataError(
+                f"{old} is an older version's design file; repeat the `bagoftricks ablate` command to plan again."
+            )
+        return json.loads(self.plan_json.read_text()).get("design") if self.plan_json.is_file() else None
 
     def record_path(self, run: PlannedRun) -> Path:
         return run.run_dir / "result.json"
@@ -156,7 +145,6 @@ class Store:
         return self.record_path(run).is_file() and RunRecord.from_json(self.record_path(run)) is not None
 
     def write_record(self, record: RunRecord) -> None:
-        """Written last and atomically: its presence means the run is finished."""
         atomic_write(self.out / record.run_dir / "result.json", record.to_json())
 
     def records(self, spec: Spec | None = None) -> list[RunRecord]:
@@ -175,7 +163,6 @@ class Store:
         return sorted(records, key=lambda r: (r.step_index, r.seed))
 
     def export_csv(self, records: list[RunRecord]) -> Path:
-        """``results.csv``: one row per record, rewritten atomically."""
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
