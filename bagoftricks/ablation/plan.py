@@ -8,6 +8,7 @@ import difflib
 import json
 import math
 import shlex
+import textwrap
 from argparse import ArgumentError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,11 +124,6 @@ def cli_keys(config: Namespace) -> list[str]:
     return sorted(keys)
 
 
-def _one_line(err: Exception, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _unknown_key(spec: Spec, run: PlannedRun, extra: dict[str, Any], known: list[str]) -> str | None:
     """The first key a `set` of this step names that is not one of the ``known`` CLI keys, in the spec's terms."""
     sources = [(key, "the spec's top-level `set`") for key in spec.set]
@@ -159,8 +155,10 @@ def _explain(spec: Spec, run: PlannedRun, extra: dict[str, Any], err: ArgumentEr
         known = cli_keys(parse_fit_args(files_only.fit_args()))
     except ArgumentError as files_err:
         files = ", ".join([*run.configs, *(value for flag, value in pairs if flag == "-c")])
-        return f"{spec.path}: step {run.step!r}: its config files ({files}) do not parse: {_one_line(files_err)}; fix them."
-    return _unknown_key(spec, run, extra, known) or f"{spec.path}: step {run.step!r}: {_one_line(err)}; fix that value in the spec."
+        problem = textwrap.shorten(str(files_err), 300, placeholder="...")
+        return f"{spec.path}: step {run.step!r}: its config files ({files}) do not parse: {problem}; fix them."
+    problem = textwrap.shorten(str(err), 300, placeholder="...")
+    return _unknown_key(spec, run, extra, known) or f"{spec.path}: step {run.step!r}: {problem}; fix that value in the spec."
 
 
 def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:

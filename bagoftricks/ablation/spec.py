@@ -247,14 +247,10 @@ def budget_rows(path: Path, steps: list[Step], budgets: Any) -> list[Step]:
         raise ConfigError(f"{path}: budgets {budgets} repeat a budget; each must appear once.")
     rows = []
     for block, budget in enumerate(budgets):
-        shift = block * len(steps)
-
-        def moved(index: int | None) -> int | None:
-            return None if index is None else index + shift
-
         for step in steps:
-            rows.append(dataclasses.replace(step, name=f"{step.name} ×{budget:g}", parent=moved(step.parent),
-                                            reference=moved(step.reference), budget=float(budget), unbudgeted=step.name))  # fmt: skip
+            parent, reference = (None if i is None else i + block * len(steps) for i in (step.parent, step.reference))
+            rows.append(dataclasses.replace(step, name=f"{step.name} ×{budget:g}", parent=parent, reference=reference,
+                                            budget=float(budget), unbudgeted=step.name))  # fmt: skip
     return rows
 
 
