@@ -16,7 +16,6 @@ import time
 import warnings
 import zipfile
 from datetime import datetime, timezone
-from unittest import mock
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -45,6 +44,16 @@ class EpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("time/epoch_s", time.perf_counter() - self.start, on_step=False, on_epoch=True)
+
+
+@contextlib.contextmanager
+def _bare_argv():
+    """No ``ablate`` arguments in ``sys.argv`` while LightningCLI parses the run's own (it warns about both)."""
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 @contextlib.contextmanager
@@ -146,8 +155,7 @@ def execute(run: PlannedRun, store: Store) -> RunRecord | None:
     start = time.perf_counter()
     note = ""
     try:
-        # No `ablate` arguments in sys.argv while LightningCLI parses the run's own (it warns about both).
-        with mock.patch.object(sys, "argv", sys.argv[:1]), warnings.catch_warnings():
+        with _bare_argv(), warnings.catch_warnings():
             # The folder holds the W&B id or, resuming, the checkpoints; the CSVLogger's warning does not apply.
             warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
             cli = cli_main(run.fit_args(store.wandb_id(run, last is not None or "LOCAL_RANK" in os.environ)), run=False)
