@@ -20,7 +20,7 @@ from bagoftricks.models import model_stats
 from bagoftricks.models.resnet import MODEL_FLAGS
 from bagoftricks.module import RULES
 from bagoftricks.tricks import lr_at
-from conftest import DIGITS_BASE, NARROW, TINY, column, fit, read_metrics
+from conftest import DIGITS_BASE, NARROW, NARROW_WIDTHS, TINY, column, fit, read_metrics
 from host_reads import HostReads
 
 def built(tmp_path, *flags):
@@ -148,11 +148,12 @@ def test_all_tricks_train_together(tmp_path):
 
 
 def test_teacher_with_other_classes_is_refused(tmp_path):
-    other = ClassificationModule("resnet18", num_classes=7)
+    narrow = {"channels": NARROW_WIDTHS}
+    other = ClassificationModule("resnet18", num_classes=7, backbone_kwargs=narrow)
     path = tmp_path / "teacher.pt"
     torch.save(other.backbone.state_dict(), path)
     with pytest.raises(ConfigError, match="7 classes but the data has 10"):
-        ClassificationModule("resnet18", num_classes=10, teacher=str(path), teacher_backbone="resnet18")
+        ClassificationModule("resnet18", num_classes=10, teacher=str(path), teacher_backbone="resnet18", backbone_kwargs=narrow)
 
 
 def test_plain_lightning_without_a_datamodule(tmp_path):
