@@ -33,7 +33,10 @@ def _loopback(host) -> bool:
 def no_network(monkeypatch):
     """No test reaches beyond this machine: a name lookup or a connection to anything but loopback fails
     at once, so a download test that forgot to stub its transfer fails here instead of trying the internet.
-    (Local sockets stay: DDP's gloo, W&B's offline service.)"""
+    (Local sockets stay: DDP's gloo, W&B's offline service.) Proxy settings are dropped, so that no request
+    goes out through a proxy on this machine."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     getaddrinfo, connect, connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
 
     def check(host, what):

@@ -87,6 +87,10 @@ def _no_train(root: Path):
     return lambda: ImageFolderDataModule(str(root), **FOLDER).num_classes
 
 
+# A host no resolver answers (RFC 6761): the download tests' url, so none of them can reach the real one.
+UNREACHABLE = "https://cifar.invalid/cifar-10-python.tar.gz"
+
+
 def _no_network(root: Path):
     offline = (root / "offline" / "cifar-10-python.tar.gz").as_uri()  # as unreachable as a host without network
     cifar10_module.CIFAR10.archive = dataclasses.replace(cifar10_module.ARCHIVE, url=offline)  # undone by the test
@@ -179,8 +183,9 @@ def test_download_broken_midway_leaves_no_partial_file(tmp_path, monkeypatch):
     import torch.hub
 
     monkeypatch.setattr(torch.hub, "urlopen", lambda request: Dropping())
+    monkeypatch.setattr(cifar10_module.CIFAR10, "archive", dataclasses.replace(cifar10_module.ARCHIVE, url=UNREACHABLE))
     root = tmp_path / "data"
-    with pytest.raises(DataError, match=r"Downloading https://www.cs.toronto.edu/.*cifar-10-python.tar.gz failed \(connection reset by peer\)"):
+    with pytest.raises(DataError, match=r"Downloading https://cifar.invalid/cifar-10-python.tar.gz failed \(connection reset by peer\)"):
         CIFAR10DataModule(str(root), download=True).prepare_data()
     assert list(root.iterdir()) == []
 
@@ -215,9 +220,11 @@ def test_truncated_disk_cache_is_decoded_again(tmp_path):
     assert cache.stat().st_size == int(np.load(f"{cache}.index.npy")[:, 1:].prod(axis=1).sum() * 3)
 
 
-def test_a_download_that_was_not_stubbed_cannot_reach_the_network(tmp_path):
-    """conftest's guard: the real CIFAR-10 url fails at once, as one sentence, and leaves nothing behind."""
+def test_a_download_that_was_not_stubbed_cannot_reach_the_network(tmp_path, monkeypatch):
+    """conftest's guard: a download's lookup fails at once, as one sentence, and leaves nothing behind (the host is
+    under .invalid, a name no resolver answers, so even without the guard nothing would leave this machine)."""
+    monkeypatch.setattr(cifar10_module.CIFAR10, "archive", dataclasses.replace(cifar10_module.ARCHIVE, url=UNREACHABLE))
     root = tmp_path / "data"
-    with pytest.raises(DataError, match=r"Downloading https://www.cs.toronto.edu/.* failed \(tests must not reach the network"):
+    with pytest.raises(DataError, match=r"Downloading https://cifar.invalid/.* failed \(tests must not reach the network"):
         CIFAR10DataModule(str(root), download=True).prepare_data()
     assert not root.exists() or list(root.iterdir()) == []

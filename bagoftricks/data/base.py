@@ -316,13 +316,11 @@ class ImageDataModule(L.LightningDataModule):
         for key, value in (("color_jitter", color_jitter), ("pca_lighting", pca_lighting)):
             if value is not None and not value >= 0:
                 raise ConfigError(f"data.{key} must be at least 0 (0 switches it off), got {value}.")
+        if crop_scale is not None and not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
+            raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {list(crop_scale)}.")
+        for key, value in (("color_jitter", color_jitter), ("pca_lighting", pca_lighting), ("crop_scale", crop_scale)):
             if value and augment != "imagenet":
                 raise ConfigError(f"data.{key} belongs to data.augment 'imagenet', not {augment!r}: set that preset or leave it null.")
-        if crop_scale is not None:
-            if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
-                raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {list(crop_scale)}.")
-            if augment != "imagenet":
-                raise ConfigError(f"data.crop_scale belongs to data.augment 'imagenet', not {augment!r}: set that preset or leave it null.")
         check_choice("cache", cache, CACHE_MODES)
         if source.in_memory and (cache != "none" or cache_side or cache_dir or skip_corrupt):
             raise ConfigError(f"{source.name} is decoded in memory already: leave data.cache, cache_side, cache_dir and skip_corrupt unset.")

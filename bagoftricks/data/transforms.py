@@ -19,6 +19,8 @@ from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The area range of the paper's random-resized crop (Inception-style: 8% to 100% of the image).
+PAPER_CROP_SCALE = (0.08, 1.0)
 # Principal components of ImageNet's RGB pixel covariance (AlexNet, Krizhevsky et al. 2012; the
 # values of fb.resnet.torch): eigenvalues, and eigenvectors as the columns of the matrix.
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -139,7 +141,7 @@ def auto_augment_transform(
 def train_transform(
     image_size: int,
     *,
-    scale: tuple[float, float] = (0.08, 1.0),
+    scale: tuple[float, float] = PAPER_CROP_SCALE,
     hflip: float = 0.5,
     auto_augment: str | None = None,
     color_jitter: float = 0.4,
@@ -259,7 +261,7 @@ def preset_transforms(
     if augment == "imagenet":
         train = train_transform(
             image_size,
-            scale=(0.08, 1.0) if crop_scale is None else tuple(crop_scale),
+            scale=PAPER_CROP_SCALE if crop_scale is None else tuple(crop_scale),
             auto_augment=auto_augment,
             color_jitter=0.4 if color_jitter is None else color_jitter,
             pca_lighting=0.1 if pca_lighting is None else pca_lighting,
