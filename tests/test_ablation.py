@@ -9,6 +9,7 @@ import math
 import shlex
 import shutil
 import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,17 @@ def wandb_records(path: Path):
     return records
 
 
+def flushed_wandb_records(path: Path, timeout: float = 60.0):
+    """``wandb_records`` once the file holds its run record: W&B's service writes the offline log on its own
+    thread and may close it a moment after ``run.finish()`` returns (seen on a loaded 2-core machine)."""
+    deadline = time.monotonic() + timeout
+    records = wandb_records(path)
+    while not any(r.WhichOneof("record_type") == "run" for r in records) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = wandb_records(path)
+    return records
+
+
 def test_wandb_offline_run_holds_the_tricks(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -323,7 +335,7 @@ def test_wandb_offline_run_holds_the_tricks(tmp_path, monkeypatch):
     ablate_main([str(spec), "--out", str(tmp_path / "out"), "--wandb"])
     files = list((tmp_path / "out" / "00-label-smoothing-cosine" / "seed0" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
-    records = wandb_records(files[0])
+    records = flushed_wandb_records(files[0])
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.run_group == f"{tmp_path.name}-wb"  # the spec's name: <folder>-<file stem>
     assert run.display_name == "+label smoothing + cosine s0" and list(run.tags) == ["label smoothing", "cosine"]
@@ -336,7 +348,7 @@ def test_wandb_offline_run_holds_the_tricks(tmp_path, monkeypatch):
     # The summary run: same group, the table (with its paired-interval columns) and the figures, the spec as config.
     files = list((tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
-    records = wandb_records(files[0])
+    records = flushed_wandb_records(files[0])
     summary = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert summary.run_group == run.run_group and summary.display_name == f"{run.run_group} summary"
     assert summary.job_type == "ablation-summary"
