@@ -14,7 +14,6 @@ from rich.console import Console
 from bagoftricks.ablation.execute import default_wandb_offline
 from bagoftricks.ablation.launch import SLURM_OPTIONS, ddp_rank_run, default_jobs, run_jobs, submit, train_runs, worker
 from bagoftricks.ablation.plan import PlannedRun, plan
-from bagoftricks.ablation.record import RunRecord
 from bagoftricks.ablation.render import log_summary, print_table, write_report
 from bagoftricks.ablation.spec import Spec, check_seeds, load_spec, one_line
 from bagoftricks.ablation.store import Store, atomic_write
@@ -24,9 +23,11 @@ from bagoftricks.errors import ConfigError, UserError
 
 def _unfinished(store: Store, selected: list[PlannedRun], console: Console) -> list[PlannedRun]:
     """The runs without a record; warns about finished runs whose settings differ from the plan's now."""
-    todo = [run for run in selected if not store.record_path(run).is_file()]
-    for run in (run for run in selected if run not in todo):
-        if (done := RunRecord.from_json(store.record_path(run))) and (done.configs, done.overrides) != (run.configs, run.overrides):
+    todo = []
+    for run in selected:
+        if (done := store.record(run)) is None:
+            todo.append(run)
+        elif (done.configs, done.overrides) != (run.configs, run.overrides):
             console.print(f"[yellow]warning:[/] {run.run_dir} was finished with other settings; delete it to rerun it.")
     if len(todo) < len(selected):
         console.print(f"{len(selected) - len(todo)} of {len(selected)} runs already finished (result.json): skipped.")

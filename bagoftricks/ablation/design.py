@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bagoftricks.ablation.stats import holm, interval_text, one_sample
 
@@ -112,20 +112,17 @@ def effects(plan: Design, responses: dict[int, list[float]]) -> list[Effect]:
     mean(y | column = -1); the interval is the t-interval of the seeds' estimates (seeds are the blocks).
     Effects that share a column are reported once, under the shortest and first of their names.
     """
-    words = [LETTERS[j] for j in range(len(plan.factors))]
-    words += ["".join(pair) for pair in itertools.combinations(LETTERS[: len(plan.factors)], 2)]
+    letters = LETTERS[: len(plan.factors)]
     rows, seen = [], set()
-    for word in words:
+    for word in [*letters, *map("".join, itertools.combinations(letters, 2))]:
         if word in seen:
             continue
-        aliases = tuple(a for a in plan.aliases(word) if len(a) <= 2 and a != word)
+        aliases = [a for a in plan.aliases(word) if len(a) <= 2 and a != word]
         seen.update(aliases)
-        column = plan.column(word)
-        estimates = [2 * statistics.fmean(x * y for x, y in zip(column, ys)) for ys in responses.values()]
-        rows.append((word, len(estimates), *one_sample(estimates), aliases))
-    adjusted = holm([row[5] for row in rows])
-    return [Effect(w, plan.label(w), n, m, lo, hi, p, ph, tuple(plan.label(a) for a in al))
-            for (w, n, m, lo, hi, p, al), ph in zip(rows, adjusted)]  # fmt: skip
+        estimates = [2 * statistics.fmean(x * y for x, y in zip(plan.column(word), ys)) for ys in responses.values()]
+        label, aliased = plan.label(word), tuple(map(plan.label, aliases))
+        rows.append(Effect(word, label, len(estimates), *one_sample(estimates), p_holm=math.nan, aliases=aliased))
+    return [replace(row, p_holm=p) for row, p in zip(rows, holm([row.p for row in rows]))]
 
 
 def design_record(plan: Design, step_names: list[str]) -> dict:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
@@ -88,8 +87,11 @@ def default_wandb_offline(console) -> None:
 
 
 def _prepare_run_dir(run_dir: Path) -> Path | None:
-    """Resume from ``checkpoints/last.ckpt`` if a killed run left one, else start from an empty folder."""
+    """Resume from ``checkpoints/last.ckpt`` if a killed run left one, else start from an empty folder
+    (DDP ranks other than 0 find the folder that rank 0 has prepared)."""
     last = run_dir / "checkpoints" / "last.ckpt"
+    if int(os.environ.get("LOCAL_RANK", 0)) > 0:
+        return last if last.is_file() else None
     if last.is_file():
         # The CSVLogger deletes metrics.csv when it starts: keep the metrics so far as a numbered part.
         if (run_dir / "metrics.csv").is_file():
@@ -101,14 +103,6 @@ def _prepare_run_dir(run_dir: Path) -> Path | None:
         shutil.rmtree(run_dir)  # a run that failed before its first checkpoint starts over
     run_dir.mkdir(parents=True)
     return None
-
-
-def _remove_partial_checkpoints(run_dir: Path) -> None:
-    """Delete checkpoints cut short (a full disk mid-write): a torch checkpoint is a zip archive, and a
-    truncated one lacks the zip's closing directory. A later resume must not load half a file."""
-    for path in (run_dir / "checkpoints").glob("*.ckpt"):
-        if path.is_file() and not zipfile.is_zipfile(path):
-            path.unlink()
 
 
 def _git_commit() -> str:
@@ -148,10 +142,7 @@ def _no_lightning_requeue(trainer: L.Trainer) -> None:
 def execute(run: PlannedRun, store: Store) -> RunRecord | None:
     """Train one run (resuming it if it was killed), write its record and return it (None on ranks other than 0)."""
     os.environ[RUN_ENV] = f"{store.out}:{run.index}"
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        last = _prepare_run_dir(run.run_dir)
-    else:  # a DDP rank started by rank 0, which has prepared the folder
-        last = run.run_dir / "checkpoints" / "last.ckpt" if (run.run_dir / "checkpoints" / "last.ckpt").is_file() else None
+    last = _prepare_run_dir(run.run_dir)
     start = time.perf_counter()
     note = ""
     try:
@@ -178,16 +169,12 @@ def execute(run: PlannedRun, store: Store) -> RunRecord | None:
         if not note:
             save_predictions(run.run_dir / "predictions.pt", trainer, model, datamodule, with_test)
         stats = model_stats(model.backbone, datamodule.image_size)
-        global_step, rank_zero = trainer.global_step, trainer.is_global_zero
-    except BaseException:
-        _remove_partial_checkpoints(run.run_dir)
-        raise
     finally:
         if run.wandb is not None:
             import wandb
 
             wandb.finish()
-    if not rank_zero:
+    if not trainer.is_global_zero:
         return None
     metrics = summarize_run(read_metrics(run.run_dir))
     note = note or divergence(metrics)
@@ -195,7 +182,7 @@ def execute(run: PlannedRun, store: Store) -> RunRecord | None:
         step_index=run.step_index, step=run.step, seed=run.seed, run_dir=run.run_dir.relative_to(store.out).as_posix(),
         index=run.index, parent=run.parent, tricks=run.tricks, budget=run.budget, unbudgeted=run.unbudgeted,
         status=DIVERGED if note else FINISHED, note=note, **{**metrics, "val_top1_curve": tuple(metrics["val_top1_curve"])},
-        wall_time_s=round(time.perf_counter() - start, 2), params=stats["params"], macs=stats["macs"], global_step=global_step,
+        wall_time_s=round(time.perf_counter() - start, 2), params=stats["params"], macs=stats["macs"], global_step=trainer.global_step,
         cpu_threads=torch.get_num_threads(), device=_device(trainer), torch_version=torch.__version__, git_commit=_git_commit(),
         resumed_from=str(last) if last else None, configs=run.configs, overrides=run.overrides,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -52,7 +52,7 @@ def train_one(run: PlannedRun, store: Store) -> RunRecord | str:
     with store.run_lock(run) as held:
         if not held:
             return "being trained by another process"
-        if store.is_finished(run):
+        if store.record(run) is not None:
             return "finished meanwhile"
         return execute(run, store)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import shlex
@@ -78,35 +79,28 @@ class PlannedRun:
         return cls(**data)
 
 
-class _Parser(Exception):
-    def __init__(self, parser):
-        self.parser = parser
+class _ParserBuilt(Exception):
+    """Raised by ``_ParserOnlyCLI`` with the parser it built, before anything is parsed or instantiated."""
 
 
 class _ParserOnlyCLI(cli.BagOfTricksCLI):
-    """The CLI up to its parser: nothing is parsed or built here."""
-
     def parse_arguments(self, parser, args) -> None:
-        raise _Parser(parser)
+        raise _ParserBuilt(parser)
 
 
-_PARSER = None
-
-
+@functools.cache
 def fit_parser():
     """The parser of ``bagoftricks fit``, built once per process with ``cli_main``'s settings (a test compares them)."""
-    global _PARSER
-    if _PARSER is None:
-        from bagoftricks import ClassificationModule
-        from bagoftricks.data import ImageDataModule
+    from bagoftricks import ClassificationModule
+    from bagoftricks.data import ImageDataModule
 
-        try:
-            _ParserOnlyCLI(ClassificationModule, ImageDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
-                           seed_everything_default=0, args=[], run=False)  # fmt: skip
-        except _Parser as built:
-            _PARSER = built.parser
-            _PARSER.exit_on_error = False
-    return _PARSER
+    try:
+        _ParserOnlyCLI(ClassificationModule, ImageDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
+                       seed_everything_default=0, args=[], run=False)  # fmt: skip
+    except _ParserBuilt as built:
+        (parser,) = built.args
+    parser.exit_on_error = False
+    return parser
 
 
 def parse_fit_args(args: list[str]) -> Namespace:
@@ -125,7 +119,7 @@ def cli_keys(config: Namespace) -> list[str]:
 
 
 def _unknown_key(spec: Spec, run: PlannedRun, extra: dict[str, Any], known: list[str]) -> str | None:
-    """The first key a `set` of this step names that is not one of the ``known`` CLI keys, in the spec's terms."""
+    """The first key a `set` of this step names that is not one of the ``known`` CLI keys, with its close matches."""
     sources = [(key, "the spec's top-level `set`") for key in spec.set]
     sources += [
         (key, "its `set`" if j == run.step_index else f"step {spec.steps[j].name!r}'s `set`")
@@ -147,25 +141,21 @@ def _unknown_key(spec: Spec, run: PlannedRun, extra: dict[str, Any], known: list
     return None
 
 
-def _explain(spec: Spec, run: PlannedRun, extra: dict[str, Any], err: ArgumentError) -> str:
-    """A run's parse error in the spec's terms: an unknown key with its close matches, else the parser's complaint."""
-    pairs = list(zip(run.overrides[::2], run.overrides[1::2]))
-    files_only = dataclasses.replace(run, overrides=tuple(a for flag, value in pairs if flag == "-c" for a in (flag, value)))
-    try:
-        known = cli_keys(parse_fit_args(files_only.fit_args()))
-    except ArgumentError as files_err:
-        files = ", ".join([*run.configs, *(value for flag, value in pairs if flag == "-c")])
-        problem = textwrap.shorten(str(files_err), 300, placeholder="...")
-        return f"{spec.path}: step {run.step!r}: its config files ({files}) do not parse: {problem}; fix them."
-    problem = textwrap.shorten(str(err), 300, placeholder="...")
-    return _unknown_key(spec, run, extra, known) or f"{spec.path}: step {run.step!r}: {problem}; fix that value in the spec."
-
-
 def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
+    """The run's config as ``fit`` parses it; a parse error in the spec's terms: an unknown key (the keys known
+    from the run's config files alone) with its close matches, else the parser's complaint."""
+    where = f"{spec.path}: step {run.step!r}"
     try:
         config = parse_fit_args(run.fit_args())
     except ArgumentError as err:
-        raise ConfigError(_explain(spec, run, extra, err)) from None
+        files = [*run.configs, *(value for flag, value in zip(run.overrides[::2], run.overrides[1::2]) if flag == "-c")]
+        try:
+            known = cli_keys(parse_fit_args(dataclasses.replace(run, configs=tuple(files), overrides=()).fit_args()))
+        except ArgumentError as files_err:
+            problem = textwrap.shorten(str(files_err), 300, placeholder="...")
+            raise ConfigError(f"{where}: its config files ({', '.join(files)}) do not parse: {problem}; fix them.") from None
+        problem = textwrap.shorten(str(err), 300, placeholder="...")
+        raise ConfigError(_unknown_key(spec, run, extra, known) or f"{where}: {problem}; fix that value in the spec.") from None
     # The parser accepts abbreviations (`trainer.max_epoch`), which its next major version refuses.
     if problem := _unknown_key(spec, run, extra, cli_keys(config)):
         raise ConfigError(problem)

@@ -15,12 +15,6 @@ from typing import Any
 from bagoftricks.errors import DataError
 
 FINISHED, DIVERGED = "finished", "diverged"
-# Numbers a record may hold (None where a run does not have them); accuracies in percent.
-NUMBERS = (
-    "val_top1", "val_top1_best", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss", "val_ema_top1",
-    "val_top1_tta", "test_ema_top1", "test_top1_tta", "time_per_epoch_s", "wall_time_s", "budget",
-)  # fmt: skip
-INTEGERS = ("index", "step_index", "seed", "epochs", "params", "macs", "global_step", "cpu_threads")
 
 
 @dataclass(frozen=True)
@@ -87,15 +81,16 @@ class RunRecord:
             data = None
         if not isinstance(data, dict) or not data:
             raise DataError(f"{path} is not a valid result file (cut short, empty or edited); {fix}.")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         if missing := [key for key in ("step_index", "step", "seed") if key not in data]:
             raise DataError(f"{path} lacks {', '.join(missing)}, so it names no run; {fix}.")
-        for key in (*NUMBERS, *INTEGERS):
-            value = data.get(key)
-            number = int if key in INTEGERS else (int, float)
-            if not (value is None or isinstance(value, number) and not isinstance(value, bool)):
-                kind = " (an integer)" if key in INTEGERS else ""
-                raise DataError(f"{path}: {key} is {value!r}, not a number{kind}; restore the value or {fix}.")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        for f in dataclasses.fields(cls):  # the numbers, by their types as written above (strings: annotations)
+            if f.type not in ("int", "int | None", "float | None"):
+                continue
+            value, integer = data.get(f.name), f.type.startswith("int")
+            if not (value is None or isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)):
+                kind = " (an integer)" if integer else ""
+                raise DataError(f"{path}: {f.name} is {value!r}, not a number{kind}; restore the value or {fix}.")
         curve = data.get("val_top1_curve") or []
         if not (isinstance(curve, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in curve)):
             raise DataError(f"{path}: val_top1_curve is not a list of numbers; {fix}.")

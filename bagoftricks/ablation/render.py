@@ -58,11 +58,6 @@ def table_rows(summaries: list[StepSummary]) -> tuple[list[str], list[list[str]]
     return header, rows
 
 
-def diverged_note(records: list) -> str:
-    lines = [f"- {r.step}, seed {r.seed}: {r.note or 'diverged'} ({r.run_dir})" for r in records if r.diverged]
-    return "\n".join(["", "**Diverged runs** (left out of every number above):", *lines, ""]) if lines else ""
-
-
 def markdown_table(summaries: list[StepSummary], title: str | None = None) -> str:
     header, rows = table_rows(summaries)
     lines = [f"## {title}", ""] if title else []
@@ -89,7 +84,9 @@ def print_table(summaries: list[StepSummary], title: str | None = None, console=
 
 def more_sections(out_dir: Path, records: list, summaries: list[StepSummary], design: dict | None = None) -> str:
     """The sections of results.md after the per-step table."""
-    text = diverged_note(records)
+    text = ""
+    if diverged := [f"- {r.step}, seed {r.seed}: {r.note or 'diverged'} ({r.run_dir})" for r in records if r.diverged]:
+        text = "\n".join(["", "**Diverged runs** (left out of every number above):", *diverged, ""])
     kept = [r for r in records if not r.diverged]
     if len(threads := sorted({r.cpu_threads for r in kept if r.cpu_threads})) > 1:
         text += (

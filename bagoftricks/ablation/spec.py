@@ -38,10 +38,6 @@ class Step:
     budget: float | None = None  # epoch multiplier (spec key `budgets`), None without budgets
     unbudgeted: str = ""  # the step's name without its budget suffix
 
-    @property
-    def changes(self) -> bool:
-        return bool(self.set or self.configs)
-
 
 @dataclass(frozen=True)
 class Spec:
@@ -70,7 +66,8 @@ class Spec:
         """The tricks on in step ``index``: its chain's names that change something, split at ``+``."""
         if self.steps[index].trick_names is not None:
             return list(self.steps[index].trick_names)
-        names = [self.steps[i].unbudgeted or self.steps[i].name for i in self.chain(index) if self.steps[i].changes]
+        chain = [self.steps[i] for i in self.chain(index)]
+        names = [step.unbudgeted or step.name for step in chain if step.set or step.configs]
         return list(dict.fromkeys(part.strip() for name in names for part in name.split("+") if part.strip()))
 
 
@@ -86,28 +83,26 @@ def set_args(values: dict[str, Any]) -> list[str]:
     return [arg for key, value in values.items() for arg in (f"--{key}", one_line(value))]
 
 
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "step"
-
-
 def step_folder(index: int, name: str) -> str:
-    return f"{index:02d}-{slug(name)}"
-
-
-def _path(spec_path: Path, relative: str, what: str) -> str:
-    if not isinstance(relative, str) or not relative:
-        raise ConfigError(f"{spec_path}: {what} must be a file path, got {relative!r}.")
-    path = Path(os.path.normpath(spec_path.parent / relative))
-    if not path.is_file():
-        raise ConfigError(f"{spec_path}: {what} {path} does not exist (paths are relative to the spec's folder).")
-    return str(path)
+    """``03-cosine-ls``: the step's index and its name in lower case, runs of other characters as one dash."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "step"
+    return f"{index:02d}-{slug}"
 
 
 def _paths(spec_path: Path, value: Any, what: str) -> tuple[str, ...]:
+    """The config file, or list of them, that ``value`` names relative to the spec's folder; each must exist."""
     values = value if isinstance(value, list) else [value]
     if not values:
         raise ConfigError(f"{spec_path}: {what} is an empty list; name at least one config file or leave it out.")
-    return tuple(_path(spec_path, v, what) for v in values)
+    paths = []
+    for relative in values:
+        if not isinstance(relative, str) or not relative:
+            raise ConfigError(f"{spec_path}: {what} must be a file path, got {relative!r}.")
+        path = Path(os.path.normpath(spec_path.parent / relative))
+        if not path.is_file():
+            raise ConfigError(f"{spec_path}: {what} {path} does not exist (paths are relative to the spec's folder).")
+        paths.append(str(path))
+    return tuple(paths)
 
 
 def _set(spec_path: Path, value: Any, where: str) -> dict[str, Any]:
@@ -227,16 +222,13 @@ def load_spec(path: str | os.PathLike) -> Spec:
     )
 
 
-SEED_RANGE = (0, 2**32 - 1)  # what numpy's (and so Lightning's seed_everything's) generator takes
-
-
 def check_seeds(seeds: list[int], where: str) -> None:
-    """Each seed once, inside numpy's range; else one sentence starting with ``where``."""
+    """Each seed once, inside the range of numpy's (and so Lightning's seed_everything's) generator; else one
+    sentence starting with ``where``."""
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where} {','.join(map(str, seeds))} repeat a seed; each seed must appear once.")
-    low, high = SEED_RANGE
-    if bad := [s for s in seeds if not low <= s <= high]:
-        raise ConfigError(f"{where}: seed {bad[0]} is outside numpy's seed range {low} to {high}; use seeds such as 0,1,2.")
+    if bad := [s for s in seeds if not 0 <= s <= 2**32 - 1]:
+        raise ConfigError(f"{where}: seed {bad[0]} is outside numpy's seed range 0 to {2**32 - 1}; use seeds such as 0,1,2.")
 
 
 def budget_rows(path: Path, steps: list[Step], budgets: Any) -> list[Step]:

@@ -144,7 +144,6 @@ def mcnemar(only_a: int, only_b: int) -> tuple[float, float]:
 class StepSummary:
     index: int
     name: str
-    parent: str
     n: int
     top1: list[float]
     top1_mean: float
@@ -165,16 +164,6 @@ def _mean(records: list, key: str) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def _with_holm(summaries: list[StepSummary]) -> list[StepSummary]:
-    tests = {(s.name, d.reference): d for s in summaries for d in (s.delta_prev, s.delta_base) if d is not None}
-    adjusted = dict(zip(tests, holm([d.p for d in tests.values()])))
-    for s in summaries:
-        for name in ("delta_prev", "delta_base"):
-            if (d := getattr(s, name)) is not None:
-                setattr(s, name, replace(d, p_holm=adjusted[(s.name, d.reference)]))
-    return summaries
-
-
 def summarize(records: list) -> list[StepSummary]:
     """One summary per step (in spec order) from the runs' records; diverged runs are counted, not averaged."""
     steps = by_step(records)
@@ -188,9 +177,15 @@ def summarize(records: list) -> list[StepSummary]:
     summaries = []
     for name, group in steps.items():
         top1, kept = list(by_seed[name].values()), usable[name]
-        summary = StepSummary(group[0].step_index, name, group[0].parent or "", len(top1), top1, *mean_ci(top1),
-                              delta(name, group[0].parent or ""), delta(name, base),
-                              _mean(kept, "val_top5"), _mean(kept, "test_top1"), _mean(kept, "time_per_epoch_s"),
-                              _mean(group, "params"), _mean(group, "macs"), [r.seed for r in group if r.diverged])  # fmt: skip
-        summaries.append(summary)
-    return _with_holm(summaries)
+        summaries.append(StepSummary(group[0].step_index, name, len(top1), top1, *mean_ci(top1),
+                                     delta(name, group[0].parent), delta(name, base),
+                                     _mean(kept, "val_top5"), _mean(kept, "test_top1"), _mean(kept, "time_per_epoch_s"),
+                                     _mean(group, "params"), _mean(group, "macs"), [r.seed for r in group if r.diverged]))  # fmt: skip
+    # Holm's adjustment across the table's distinct comparisons (Δ prev and Δ base are one when the parent is the base).
+    tests = {(s.name, d.reference): d for s in summaries for d in (s.delta_prev, s.delta_base) if d is not None}
+    adjusted = dict(zip(tests, holm([d.p for d in tests.values()])))
+    for s in summaries:
+        for name in ("delta_prev", "delta_base"):
+            if (d := getattr(s, name)) is not None:
+                setattr(s, name, replace(d, p_holm=adjusted[(s.name, d.reference)]))
+    return summaries

@@ -12,7 +12,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from bagoftricks.ablation.plan import PlannedRun
@@ -110,10 +110,8 @@ class Store:
                 )
             yield
 
-    @contextmanager
-    def run_lock(self, run: PlannedRun) -> Iterator[bool]:
-        with _flock(self.out / ".locks" / f"{run.run_dir.parent.name}-{run.run_dir.name}.lock") as held:
-            yield held
+    def run_lock(self, run: PlannedRun) -> AbstractContextManager[bool]:
+        return _flock(self.out / ".locks" / f"{run.run_dir.parent.name}-{run.run_dir.name}.lock")
 
     def write_plan(self, runs: list[PlannedRun], spec: Spec) -> None:
         data = {"spec": str(spec.path), "name": spec.name, "runs": [run.to_json() for run in runs]}
@@ -137,12 +135,9 @@ class Store:
             )
         return json.loads(self.plan_json.read_text()).get("design") if self.plan_json.is_file() else None
 
-    def record_path(self, run: PlannedRun) -> Path:
-        return run.run_dir / "result.json"
-
-    def is_finished(self, run: PlannedRun) -> bool:
-        """Whether ``run`` has its record (read, so a damaged one is named here, not skipped or retrained)."""
-        return self.record_path(run).is_file() and RunRecord.from_json(self.record_path(run)) is not None
+    def record(self, run: PlannedRun) -> RunRecord | None:
+        """The record of ``run`` if it is finished (read, so a damaged one is named here, not skipped or retrained)."""
+        return RunRecord.from_json(run.run_dir / "result.json") if (run.run_dir / "result.json").is_file() else None
 
     def write_record(self, record: RunRecord) -> None:
         atomic_write(self.out / record.run_dir / "result.json", record.to_json())
@@ -162,7 +157,7 @@ class Store:
                 records.append(dataclasses.replace(record, run_dir=path.parent.relative_to(self.out).as_posix()))
         return sorted(records, key=lambda r: (r.step_index, r.seed))
 
-    def export_csv(self, records: list[RunRecord]) -> Path:
+    def export_csv(self, records: list[RunRecord]) -> None:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -171,7 +166,6 @@ class Store:
             writer.writerow({k: "; ".join(v) if isinstance(v, tuple) else "" if v is None else v for k, v in row.items()})
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write(self.results_csv, buffer.getvalue())
-        return self.results_csv
 
     def save_figure(self, name: str, figure) -> None:
         with replacing(self.out / name) as tmp:
