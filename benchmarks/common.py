@@ -1,5 +1,5 @@
 """What the benchmark scripts share: the clock and its flags, the cases, the library's CLI objects,
-in-memory data, and the paired timing loop (``Alternate``).
+in-memory data, the paired timing loop (``Alternate``) and the plain loop the library is compared with.
 
 The scripts are run as files (``python benchmarks/throughput.py``), which puts benchmarks/ on
 sys.path, so each imports this module as ``common``; none imports another script.
@@ -8,21 +8,26 @@ sys.path, so each imports this module as ``common``; none imports another script
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import shlex
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
+import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from bagoftricks.cli import BagOfTricksCLI, cli_main, ignore_known_warnings
+from bagoftricks.data import DigitsDataModule
+from bagoftricks.models import create_model
 
 NUM_CLASSES = 10
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -157,6 +162,11 @@ def digits_argv(args) -> list[str]:
     return ["-c", str(DIGITS / "base.yaml"), *accelerator, *shlex.split(args.library_args)]
 
 
+def digits_config() -> dict:
+    """experiments/digits/base.yaml, parsed."""
+    return yaml.safe_load((DIGITS / "base.yaml").read_text())
+
+
 def random_images(count: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` random images and labels, the same on every call."""
     generator = torch.Generator().manual_seed(0)
@@ -239,3 +249,98 @@ class Alternate(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.stop_after is not None and self.steps >= self.stop_after:
             trainer.should_stop = True
+
+
+class PlainLoop:
+    """The loop a user writes by hand, one step per call: fetch, forward, loss, backward, step.
+
+    ``optimizer`` builds the optimizer from the parameters at the first step (so it can copy one
+    that exists only once the library's fit has started). ``precision`` is Lightning's name; the
+    loop autocasts for a mixed one. With ``compile``, the model is ``torch.compile``'d. With
+    ``deterministic`` set, each step runs with ``torch.use_deterministic_algorithms(deterministic)``
+    whatever the process's setting (a Trainer with ``deterministic: true`` sets it process-wide).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        batches: Iterator,
+        optimizer: Callable[[list], torch.optim.Optimizer],
+        device: torch.device,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        precision: str = "32-true",
+        compile: bool = False,
+        deterministic: bool | None = None,
+    ) -> None:
+        self.device, self.memory_format, self.batches, self.make_optimizer = device, memory_format, batches, optimizer
+        self.model, self.optimizer = model.to(device, memory_format=memory_format).train(), None
+        if compile:
+            self.model.compile()
+        self.mixed = precision in COMPUTE_DTYPES
+        self.dtype = COMPUTE_DTYPES.get(precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+        self.deterministic = deterministic
+
+    def step(self) -> float:
+        if self.deterministic is None:
+            return self.timed_step()
+        previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(self.deterministic)
+        try:
+            return self.timed_step()
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+    def timed_step(self) -> float:
+        if self.optimizer is None:
+            self.optimizer = self.make_optimizer(list(self.model.parameters()))
+        start = clock(self.device)
+        x, y = next(self.batches)
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.mixed):
+            loss = F.cross_entropy(self.model(x), y)
+        self.optimizer.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return clock(self.device) - start
+
+
+def endless(loader) -> Iterator:
+    """The loader's batches epoch after epoch, as a training loop reads them."""
+    while True:
+        yield from loader
+
+
+def copy_of(optimizer: Callable[[], torch.optim.Optimizer]) -> Callable[[list], torch.optim.Optimizer]:
+    """An optimizer factory with the class and settings of the one ``optimizer()`` returns."""
+
+    def make(params: list) -> torch.optim.Optimizer:
+        reference = optimizer()
+        accepted = inspect.signature(type(reference)).parameters  # defaults also hold derived settings
+        return type(reference)(params, **{k: v for k, v in reference.defaults.items() if k in accepted})
+
+    return make
+
+
+def digits_plain_loop(device: torch.device, like: BagOfTricksCLI | None = None) -> PlainLoop:
+    """The loop a new user writes for base.yaml: the same model and data module, SGD with the YAML's settings.
+
+    With ``like``, the loop takes that fit's memory format, a copy of its optimizer (fused, its groups'
+    settings) and the process's deterministic mode, so it differs from the library only by the framework.
+    """
+    config = digits_config()
+    data = DigitsDataModule(**config["data"]["init_args"])
+    data.setup("fit")
+    torch.manual_seed(0)
+    model = create_model(config["model"]["backbone"], data.num_classes)
+    if like is not None:
+        memory_format = torch.channels_last if like.model.hparams.channels_last else torch.contiguous_format
+        # The library's optimizer exists once its fit has started, before the first step.
+        optimizer = copy_of(lambda trainer=like.trainer: trainer.optimizers[0])
+        return PlainLoop(model, endless(data.train_dataloader()), optimizer, device, memory_format)
+    sgd = config["model"]["optimizer"]["init_args"]
+    # Nothing in a user's script switches deterministic algorithms on; the YAML's Trainer does, process-wide.
+    make_sgd = lambda params: torch.optim.SGD(params, **sgd)  # noqa: E731
+    return PlainLoop(model, endless(data.train_dataloader()), make_sgd, device, deterministic=False)

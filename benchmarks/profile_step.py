@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py --threads 1                  # the cases of throughput.py
     python benchmarks/profile_step.py --cases digits --steps 5     # the default digits config as `bagoftricks fit` runs it
+    python benchmarks/profile_step.py --cases digits --plain       # ... and then the plain loop it is compared with
     python benchmarks/profile_step.py --model resnet50d --batch-size 8 --steps 5
     python benchmarks/profile_step.py --library-args "--model.optimizer torch.optim.AdamW --model.optimizer.fused true"
     python benchmarks/profile_step.py --compile                    # the torch.compile'd step
@@ -15,7 +16,8 @@ outside any op (Lightning's loop, hooks, logging). The convolutions' FLOP/s (3 x
 per image, over their own time) are set against a 2048 x 2048 matmul's, which shows how much of
 the gap between a step's FLOP/s and the matmul's is the convolutions' own efficiency. It also
 counts the step's reads of tensor values on the host (each a device sync on a GPU), in all and
-inside ``training_step`` and the backward pass.
+inside ``training_step`` and the backward pass. With ``--plain``, the digits case's plain loop
+(``common.digits_plain_loop``) follows under the same profiler and bins, to read the two bin by bin.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from common import (
     apply_clock_args,
     case_argv,
     digits_argv,
+    digits_config,
+    digits_plain_loop,
     library_cli,
     quiet,
     random_images,
@@ -142,7 +146,30 @@ def profile_library(case: Case | None, args) -> None:
             model, image_size, batch_size, kwargs = case.model, case.image_size, case.batch_size, case.kwargs
         cli.trainer.callbacks[:0] = [ProfilerStep(profiler), Alternate(device, stop_after=steps + 1)]
         cli.trainer.fit(cli.model, datamodule=data)
-    events = profiler.events()
+    print_profile("library step", profiler.events(), device, model, kwargs, image_size, batch_size, args.precision)
+
+
+def profile_plain(args) -> None:
+    """The digits case's plain loop (``common.digits_plain_loop``) under the same profiler and bins,
+    so the library's profile can be read against it bin by bin."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    device = torch.device(args.device)
+    loop = digits_plain_loop(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    plan = schedule(wait=0, warmup=max(1, args.warmup), active=args.steps, repeat=1)
+    with profile(activities=activities, schedule=plan) as profiler:
+        for _ in range(max(1, args.warmup) + args.steps):
+            loop.step()
+            profiler.step()
+    config = digits_config()
+    data = config["data"]["init_args"]
+    print_profile("plain loop step", profiler.events(), device, config["model"]["backbone"], {}, data["image_size"],
+                  data["batch_size"], "32-true")  # fmt: skip
+
+
+def print_profile(title: str, events, device, model, kwargs, image_size, batch_size, precision) -> None:
+    """The profiled steps' self time by kind of op, their host reads, and the convolutions' FLOP/s."""
     profiled = [e for e in events if e.name.startswith("ProfilerStep")]
     seconds = sum(e.cpu_time_total for e in profiled) / 1e6 / len(profiled)
     spent: dict[str, float] = {}
@@ -150,9 +177,9 @@ def profile_library(case: Case | None, args) -> None:
         own = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
         spent[op_kind(event)] = spent.get(op_kind(event), 0.0) + own / 1e6 / len(profiled)  # us -> s per step
     macs = model_stats(create_model(model, NUM_CLASSES, **kwargs), image_size)["macs"]
-    matmul = Matmul(device, 1.0, COMPUTE_DTYPES.get(args.precision, torch.float32))
+    matmul = Matmul(device, 1.0, COMPUTE_DTYPES.get(precision, torch.float32))
     matmul.step()
-    print(f"library step under torch.profiler, {len(profiled)} steps: {1e3 * seconds:.0f} ms "
+    print(f"{title} under torch.profiler, {len(profiled)} steps: {1e3 * seconds:.0f} ms "
           f"({'device' if device.type == 'cuda' else 'CPU'} self time by kind of op)")  # fmt: skip
     for kind, t in sorted(spent.items(), key=lambda item: -item[1]):
         print(f"  {kind:<52} {1e3 * t:7.1f} ms {100 * t / seconds:5.1f}%")
@@ -175,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--warmup", type=int, default=1, help="unprofiled steps before them")
     add_clock_args(parser)
+    parser.add_argument("--plain", action="store_true", help="after the digits case, profile its plain loop")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one step: a smoke test of the script")
     args = parser.parse_args(argv)
     apply_clock_args(args)
@@ -185,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         name = case or "digits: experiments/digits/base.yaml as `bagoftricks fit` builds it"
         print(f"\n{name}, {args.device}, {args.precision}, {torch.get_num_threads()} CPU threads")
         profile_library(case, args)
+    if "digits" in args.cases and args.plain:
+        profile_plain(args)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,11 @@ checkpoints included), at torch's default threads unless ``--threads`` is given,
 loop that user would write: the same model, the digits DataModule's own train loader (so
 augmentation and fetching cost the same), ``SGD`` with the YAML's settings, NCHW, fp32, no
 logging, and no deterministic algorithms (the YAML's ``trainer.deterministic`` switches them on for
-the whole process; nothing in a user's script does). The epoch-end validation and checkpoint fall into one library step every epoch; the
-medians leave them out, as they leave out the plain loop's reshuffle.
+the whole process; nothing in a user's script does). A third way, that loop with the library's layout
+(channels_last), a copy of its optimizer (fused) and the process's deterministic mode, differs from
+the library only by the framework: the framework overhead. The epoch-end validation and checkpoint
+fall into one library step every epoch; the medians leave them out, as they leave out the plain
+loop's reshuffle.
 
 The ways alternate step by step (``common.Alternate``): at the start of every library step a
 callback runs one step of each plain loop (and, in cases a and b, one short matmul), and the
@@ -47,28 +50,27 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
-import yaml
 from common import (
     COMPUTE_DTYPES,
-    DIGITS,
     NUM_CLASSES,
     Alternate,
     Case,
     Matmul,
+    PlainLoop,
     SyntheticData,
     add_clock_args,
     add_library_args,
     apply_clock_args,
     case_argv,
     clock,
+    copy_of,
     digits_argv,
+    digits_config,
+    digits_plain_loop,
     library_cli,
     quiet,
     random_images,
@@ -77,81 +79,7 @@ from common import (
     synthetic_loader,
 )
 
-from bagoftricks.data import DigitsDataModule
 from bagoftricks.models import create_model, model_stats
-
-
-class PlainLoop:
-    """The loop a user writes by hand, one step per call: fetch, forward, loss, backward, step.
-
-    ``optimizer`` builds the optimizer from the parameters at the first step (so it can copy one
-    that exists only once the library's fit has started). ``precision`` is Lightning's name; the
-    loop autocasts for a mixed one. With ``compile``, the model is ``torch.compile``'d. With
-    ``deterministic`` set, each step runs with ``torch.use_deterministic_algorithms(deterministic)``
-    whatever the process's setting (a Trainer with ``deterministic: true`` sets it process-wide).
-    """
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        batches: Iterator,
-        optimizer: Callable[[list], torch.optim.Optimizer],
-        device: torch.device,
-        memory_format: torch.memory_format = torch.contiguous_format,
-        precision: str = "32-true",
-        compile: bool = False,
-        deterministic: bool | None = None,
-    ) -> None:
-        self.device, self.memory_format, self.batches, self.make_optimizer = device, memory_format, batches, optimizer
-        self.model, self.optimizer = model.to(device, memory_format=memory_format).train(), None
-        if compile:
-            self.model.compile()
-        self.mixed = precision in COMPUTE_DTYPES
-        self.dtype = COMPUTE_DTYPES.get(precision)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
-        self.deterministic = deterministic
-
-    def step(self) -> float:
-        if self.deterministic is None:
-            return self.timed_step()
-        previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-        torch.use_deterministic_algorithms(self.deterministic)
-        try:
-            return self.timed_step()
-        finally:
-            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-
-    def timed_step(self) -> float:
-        if self.optimizer is None:
-            self.optimizer = self.make_optimizer(list(self.model.parameters()))
-        start = clock(self.device)
-        x, y = next(self.batches)
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        y = y.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.mixed):
-            loss = F.cross_entropy(self.model(x), y)
-        self.optimizer.zero_grad()
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return clock(self.device) - start
-
-
-def copy_of(optimizer: Callable[[], torch.optim.Optimizer]) -> Callable[[list], torch.optim.Optimizer]:
-    """An optimizer factory with the class and settings of the one ``optimizer()`` returns."""
-
-    def make(params: list) -> torch.optim.Optimizer:
-        reference = optimizer()
-        accepted = inspect.signature(type(reference)).parameters  # defaults also hold derived settings
-        return type(reference)(params, **{k: v for k, v in reference.defaults.items() if k in accepted})
-
-    return make
-
-
-def endless(loader) -> Iterator:
-    """The loader's batches epoch after epoch, as a training loop reads them."""
-    while True:
-        yield from loader
 
 
 def report(title: str, times: dict[str, list[float]], batch_size: int, plain: str, library: str) -> None:
@@ -212,33 +140,29 @@ def throughput(case: Case, args) -> None:
 
 def digits(args) -> None:
     """The named case: ``bagoftricks fit -c experiments/digits/base.yaml`` against a new user's plain loop."""
-    config = yaml.safe_load((DIGITS / "base.yaml").read_text())
+    config = digits_config()
     device = torch.device(args.device)
     steps = args.warmup + args.steps + 1
     plain, library = "plain loop (NCHW, fp32, SGD, no logging)", "library (bagoftricks fit -c base.yaml)"
-    times: dict[str, list[float]] = {plain: [], library: []}
+    same = "plain loop, the library's layout, optimizer and deterministic mode"
+    times: dict[str, list[float]] = {plain: [], same: [], library: []}
     with tempfile.TemporaryDirectory() as root:
         for _ in range(args.rounds):
             cli = library_cli(digits_argv(args), root)
-            # What a new user writes: the same model and data module, SGD with the YAML's settings.
-            data = DigitsDataModule(**config["data"]["init_args"])
-            data.setup("fit")
-            torch.manual_seed(0)
-            model = create_model(config["model"]["backbone"], data.num_classes)
-            sgd = config["model"]["optimizer"]["init_args"]
-            # Nothing in a user's script switches deterministic algorithms on; the YAML's Trainer does, process-wide.
-            make_sgd = lambda params: torch.optim.SGD(params, **sgd)  # noqa: E731
-            loop = PlainLoop(model, endless(data.train_dataloader()), make_sgd, device, deterministic=False)
-            alternate = Alternate(device, {plain: loop.step}, stop_after=steps)
+            loops = {plain: digits_plain_loop(device), same: digits_plain_loop(device, cli)}
+            alternate = Alternate(device, {name: loop.step for name, loop in loops.items()}, stop_after=steps)
             cli.trainer.callbacks.insert(0, alternate)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-            for name, key in ((plain, plain), (library, "library")):
+            for name, key in ((plain, plain), (same, same), (library, "library")):
                 times[name] += alternate.times[key][args.warmup : args.warmup + args.steps]
     report(f"digits (experiments/digits/base.yaml: {config['model']['backbone']}, "
            f"{config['data']['init_args']['image_size']} px, batch {config['data']['init_args']['batch_size']}, SGD), "
            f"real digits, {args.device}, {torch.get_num_threads()} CPU threads, {args.clock} clock: "
            f"{len(times[library])} paired steps ({args.rounds} rounds of {args.steps} after {args.warmup} warmup)",
            times, config["data"]["init_args"]["batch_size"], plain, library)  # fmt: skip
+    overhead = [100 * (lib / s - 1) for s, lib in zip(times[same], times[library])]
+    print(f"framework overhead: library vs the plain loop with its layout, optimizer and deterministic mode: "
+          f"{summary(overhead, '{:+.1f}')}%")  # fmt: skip
 
 
 def versus_timm(case: Case, args) -> None:
