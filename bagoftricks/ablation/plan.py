@@ -19,8 +19,10 @@ from jsonargparse import Namespace
 
 from bagoftricks import cli
 from bagoftricks.ablation.spec import WANDB_LOGGER, Spec, one_line, set_args, step_folder, wandb_init_args
+from bagoftricks.data import ImageDataModule
 from bagoftricks.errors import ConfigError, MissingDataError, UserError
 from bagoftricks.models.resnet import MODEL_FLAGS, min_image_size
+from bagoftricks.module import ClassificationModule
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,6 @@ class _ParserOnlyCLI(cli.BagOfTricksCLI):
 @functools.cache
 def fit_parser():
     """The parser of ``bagoftricks fit``, built once per process with ``cli_main``'s settings (a test compares them)."""
-    from bagoftricks import ClassificationModule
-    from bagoftricks.data import ImageDataModule
-
     try:
         _ParserOnlyCLI(ClassificationModule, ImageDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
                        seed_everything_default=0, args=[], run=False)  # fmt: skip

@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from bagoftricks.ablation.design import effects_section
 from bagoftricks.ablation.evidence import per_image_section
 from bagoftricks.ablation.record import RunRecord, by_step, read_metrics
+from bagoftricks.ablation.spec import read_yaml
 from bagoftricks.ablation.stats import Paired, StepSummary, interval_text, paired, summarize
 from bagoftricks.ablation.store import Store, atomic_write
 
@@ -156,12 +157,11 @@ def budget_section(by_budget: dict[str, dict[float, StepSummary]]) -> str:
 def log_summary(name: str, spec_path: Path, out_dir: Path, summaries: list[StepSummary], records: list, wandb_args: dict[str, Any]) -> None:
     """With ``--wandb``: a run ``<spec> summary`` in the ablation's W&B group with the table, figures and spec."""
     import wandb
-    import yaml
 
     header, rows = table_rows(summaries)
     settings = {key: wandb_args[key] for key in ("project", "entity") if wandb_args.get(key)}
     run = wandb.init(**settings, group=name, name=f"{name} summary", job_type="ablation-summary", dir=str(out_dir),
-                     config={"spec": yaml.safe_load(spec_path.read_text()), "spec_path": str(spec_path)})  # fmt: skip
+                     config={"spec": read_yaml(spec_path), "spec_path": str(spec_path)})  # fmt: skip
     try:
         images = {n.removesuffix(".png"): wandb.Image(str(out_dir / n)) for n in ("top1.png", "val_curves.png", "lr.png", "budget.png") if (out_dir / n).is_file()}
         run.log({"results": wandb.Table(columns=header, data=rows), **images})

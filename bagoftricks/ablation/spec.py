@@ -246,11 +246,12 @@ def budget_rows(path: Path, steps: list[Step], budgets: Any) -> list[Step]:
     return rows
 
 
-def _combined(name: str, baseline: Step, tricks: list[Step], names: list[str]) -> Step:
-    """A row of ``tricks`` on the baseline (no parent: a fractional design need not start with the baseline)."""
-    values = {key: value for step in (baseline, *tricks) for key, value in step.set.items()}
-    configs = tuple(c for step in (baseline, *tricks) for c in step.configs)
-    return Step(name, values, configs, trick_names=tuple(names))
+def _combined(name: str, baseline: Step, tricks: list[Step], names: list[str], on: list[int]) -> Step:
+    """A row of the tricks ``on`` (their indices) on the baseline (no parent: a fractional design need not start
+    with the baseline)."""
+    steps = [baseline, *(tricks[j] for j in on)]
+    values = {key: value for step in steps for key, value in step.set.items()}
+    return Step(name, values, tuple(c for step in steps for c in step.configs), trick_names=tuple(names[j] for j in on))
 
 
 def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs: Any) -> tuple[list[Step], Design | None]:
@@ -263,10 +264,9 @@ def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs
     if len(tricks) < 2:
         raise ConfigError(f"{path}: mode: {mode} needs a baseline step and at least two trick steps after it.")
     if mode == "leave-one-out":
-        rows = [baseline, _combined("all tricks", baseline, tricks, names)]
+        rows = [baseline, _combined("all tricks", baseline, tricks, names, list(range(len(tricks))))]
         for i, name in enumerate(names):
-            others = [j for j in range(len(tricks)) if j != i]
-            row = _combined(f"without {name}", baseline, [tricks[j] for j in others], [names[j] for j in others])
+            row = _combined(f"without {name}", baseline, tricks, names, [j for j in range(len(tricks)) if j != i])
             rows.append(dataclasses.replace(row, reference=1))
         return rows, None
     if runs is not None and not (isinstance(runs, int) and not isinstance(runs, bool)):
@@ -279,7 +279,7 @@ def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs
     for levels in plan.matrix:
         on = [j for j, level in enumerate(levels) if level > 0]
         name = " + ".join(names[j] for j in on) or baseline.name
-        row = _combined(name, baseline, [tricks[j] for j in on], [names[j] for j in on])
+        row = _combined(name, baseline, tricks, names, on)
         rows.append(row if on else dataclasses.replace(baseline, trick_names=()))
     return rows, plan
 

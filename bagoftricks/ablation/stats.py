@@ -124,20 +124,17 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def _log_binom_pmf(k: int, n: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
-
-
 def mcnemar(only_a: int, only_b: int) -> tuple[float, float]:
     """McNemar's exact two-sided p and mid-p (Fagerland et al. 2013) on the discordant images: ``only_a`` right
     only in run A, ``only_b`` only in B."""
     n, k = only_a + only_b, min(only_a, only_b)
     if n == 0:
         return 1.0, 1.0
-    tail = sum(math.exp(_log_binom_pmf(i, n)) for i in range(k + 1))
-    exact = min(1.0, 2 * tail)
-    mid = min(1.0, 2 * (tail - 0.5 * math.exp(_log_binom_pmf(k, n))))
-    return exact, mid
+    # P(X = i) for X ~ Binomial(n, 1/2), i = 0..k, from logs: n (the discordant images) runs into the thousands.
+    log_pmf = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    pmf = [math.exp(value) for value in log_pmf]
+    tail = sum(pmf)
+    return min(1.0, 2 * tail), min(1.0, 2 * (tail - 0.5 * pmf[k]))
 
 
 @dataclass

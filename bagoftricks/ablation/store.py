@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from bagoftricks.ablation.design import design_record
 from bagoftricks.ablation.plan import PlannedRun
 from bagoftricks.ablation.record import RunRecord
 from bagoftricks.ablation.spec import Spec, step_folder
@@ -116,8 +117,6 @@ class Store:
     def write_plan(self, runs: list[PlannedRun], spec: Spec) -> None:
         data = {"spec": str(spec.path), "name": spec.name, "runs": [run.to_json() for run in runs]}
         if spec.design is not None:
-            from bagoftricks.ablation.design import design_record
-
             data["design"] = design_record(spec.design, [step.name for step in spec.steps])
         atomic_write(self.plan_json, json.dumps(data, indent=1) + "\n")
 
