@@ -111,8 +111,9 @@ def test_fraction_without_a_baseline_row_is_planned(tmp_path):
         assert ("--model.label_smoothing" in run.overrides) == bool(step.trick_names)
     with pytest.raises(ConfigError, match="runs_per_seed 8: no resolution IV design of 5 factors in 8 runs; choose runs from"):
         load_spec(spec_file(tmp_path, "factorial", five, runs_per_seed=8))
-    with pytest.raises(ConfigError, match="factorial only"):
-        load_spec(spec_file(tmp_path, "each", runs_per_seed=8))
+    for mode in ("each", "leave-one-out"):
+        with pytest.raises(ConfigError, match="factorial only"):
+            load_spec(spec_file(tmp_path, mode, runs_per_seed=8))
 
 
 def test_factorial_report_from_written_results(tmp_path):

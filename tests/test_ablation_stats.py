@@ -1,34 +1,23 @@
-"""The ablation's statistics against textbook values and, where installed, scipy (a test-only reference)."""
+"""The ablation's statistics against textbook values, hand computations and scipy's tests."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
+import scipy.stats as scipy_stats
 
-from bagoftricks.ablation.stats import betainc, holm, mcnemar, paired, t_quantile, t_sf
-
-scipy_stats = pytest.importorskip("scipy.stats")
-
-
-@pytest.mark.parametrize("df", [1, 2, 3, 4.6, 9, 29, 120, 1000])
-def test_t_quantile_and_tail_match_scipy(df):
-    assert t_quantile(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-9)
-    for t in (-2.0, 0.0, 0.7, 3.5):
-        assert t_sf(t, df) == pytest.approx(scipy_stats.t.sf(t, df), rel=1e-9, abs=1e-15)
+from bagoftricks.ablation.stats import holm, mcnemar, mean_ci, paired
 
 
-def test_t_quantile_textbook_values():
-    # Student's t table, two-sided 95%.
+def test_mean_ci_textbook_values():
+    # Student's t table, two-sided 95%: the half-width is t(n - 1) times the standard error.
     for df, value in [(1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042)]:
-        assert round(t_quantile(df), 3) == value
-
-
-def test_betainc_matches_closed_forms():
-    # I_x(1, 1) = x; I_x(a, 1) = x^a; I_x(1, b) = 1 - (1 - x)^b.
-    assert betainc(1, 1, 0.3) == pytest.approx(0.3)
-    assert betainc(2.5, 1, 0.4) == pytest.approx(0.4**2.5)
-    assert betainc(1, 3.0, 0.2) == pytest.approx(1 - 0.8**3)
+        values = [float(i % 3) for i in range(df + 1)]
+        mean, std, half_width = mean_ci(values)
+        assert std == pytest.approx(statistics.stdev(values))
+        assert round(half_width / (std / math.sqrt(df + 1)), 3) == value
 
 
 def test_paired_matches_scipy_ttest_rel():

@@ -30,11 +30,11 @@ from bagoftricks.ablation.plan import PlannedRun, plan
 from bagoftricks.ablation.record import RunRecord
 from bagoftricks.ablation.render import figure_lr, figure_top1, figure_val_curves, load_results, markdown_table, more_sections, write_report
 from bagoftricks.ablation.spec import Spec, load_spec
-from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, summarize, t_quantile
+from bagoftricks.ablation.stats import Paired, holm, mcnemar, mean_ci, paired, summarize
 from bagoftricks.ablation.store import Store
 
 __all__ = [
     "Design", "Paired", "PlannedRun", "RunRecord", "Spec", "Store", "ablate", "ablate_main", "design", "effects",
     "figure_lr", "figure_top1", "figure_val_curves", "holm", "load_results", "load_spec", "markdown_table", "mcnemar",
-    "mean_ci", "more_sections", "paired", "plan", "summarize", "t_quantile", "write_report",
+    "mean_ci", "more_sections", "paired", "plan", "summarize", "write_report",
 ]  # fmt: skip

@@ -199,11 +199,11 @@ def load_spec(path: str | os.PathLike) -> Spec:
     for key in ("test", "keep_checkpoints"):
         if not isinstance(raw.get(key, True), bool):
             raise ConfigError(f"{path}: {key} must be true or false, got {raw[key]!r}.")
+    if "runs_per_seed" in raw and mode != "factorial":
+        raise ConfigError(f"{path}: runs_per_seed applies to mode: factorial only; remove it.")
     design = None
     if mode in ("leave-one-out", "factorial"):
         steps, design = _design_rows(path, mode, steps, raw_steps, raw.get("runs_per_seed"))
-    elif "runs_per_seed" in raw:
-        raise ConfigError(f"{path}: runs_per_seed applies to mode: factorial only; remove it.")
     if "budgets" in raw:
         if mode == "factorial":
             raise ConfigError(f"{path}: budgets do not combine with mode: factorial (one design per budget); run one spec per budget.")

@@ -1,5 +1,5 @@
-"""The statistics of an ablation table in plain Python (scipy is not a dependency; the tests compare with it):
-paired-by-seed t-intervals (same seed = same initialisation and data order) and Holm's adjustment (Holm 1979)."""
+"""The statistics of an ablation table: paired-by-seed t-intervals (same seed = same initialisation and data
+order), Holm's adjustment (Holm 1979) and McNemar's test on the per-image evidence; scipy's distributions."""
 
 from __future__ import annotations
 
@@ -7,53 +7,10 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 
+from scipy.stats import binom
+from scipy.stats import t as student_t
+
 from bagoftricks.ablation.record import by_step
-
-
-def _betainc_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the regularised incomplete beta function (modified Lentz's method)."""
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)), -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1 + numerator * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b) (Numerical Recipes, section 6.4)."""
-    if x <= 0 or x >= 1:
-        return 0.0 if x <= 0 else 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(log_front) * _betainc_fraction(a, b, x) / a
-    return 1 - math.exp(log_front) * _betainc_fraction(b, a, 1 - x) / b
-
-
-def t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with ``df`` (not necessarily integer) degrees of freedom."""
-    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
-    return tail if t >= 0 else 1 - tail
-
-
-def t_quantile(df: float, level: float = 0.975) -> float:
-    """The ``level`` quantile of Student's t (0.975: the two-sided 95% interval's), by bisection on ``t_sf``."""
-    low, high = 0.0, 1.0
-    while t_sf(high, df) > 1 - level:
-        high *= 2
-    for _ in range(200):
-        middle = (low + high) / 2
-        low, high = (middle, high) if t_sf(middle, df) > 1 - level else (low, middle)
-        if high - low < 1e-12:
-            break
-    return (low + high) / 2
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
@@ -65,7 +22,7 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     if n < 2:
         return mean, math.nan, math.nan
     std = statistics.stdev(values)
-    return mean, std, t_quantile(n - 1) * std / math.sqrt(n)
+    return mean, std, float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n)
 
 
 @dataclass(frozen=True)
@@ -102,7 +59,7 @@ def one_sample(values: list[float]) -> tuple[float, float, float, float]:
     if len(values) < 2 or std == 0:
         return mean, math.nan, math.nan, math.nan
     t = mean / (std / math.sqrt(len(values)))
-    return mean, mean - half_width, mean + half_width, min(1.0, 2 * t_sf(abs(t), len(values) - 1))
+    return mean, mean - half_width, mean + half_width, min(1.0, 2 * float(student_t.sf(abs(t), len(values) - 1)))
 
 
 def paired(step: dict[int, float], reference: dict[int, float], name: str = "") -> Paired | None:
@@ -130,11 +87,8 @@ def mcnemar(only_a: int, only_b: int) -> tuple[float, float]:
     n, k = only_a + only_b, min(only_a, only_b)
     if n == 0:
         return 1.0, 1.0
-    # P(X = i) for X ~ Binomial(n, 1/2), i = 0..k, from logs: n (the discordant images) runs into the thousands.
-    log_pmf = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
-    pmf = [math.exp(value) for value in log_pmf]
-    tail = sum(pmf)
-    return min(1.0, 2 * tail), min(1.0, 2 * (tail - 0.5 * pmf[k]))
+    tail, at_k = float(binom.cdf(k, n, 0.5)), float(binom.pmf(k, n, 0.5))
+    return min(1.0, 2 * tail), min(1.0, 2 * (tail - 0.5 * at_k))
 
 
 @dataclass
