@@ -164,7 +164,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def ablate_main(argv: list[str] | None = None) -> Path | None:
-    """``bagoftricks ablate SPEC [flags]``; the flags are described in the package docstring."""
+    """``bagoftricks ablate SPEC [flags]`` (the spec format: the package docstring; the flags: ``--help``)."""
     argv = sys.argv[1:] if argv is None else argv
     if ddp_rank_run():
         return None
