@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
 
 from bagoftricks import cli
@@ -161,6 +162,15 @@ def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
     return config
 
 
+@functools.cache
+def _smallest_side(backbone: str, flags: str) -> int:
+    """``min_image_size`` of a backbone name with its flags (JSON), once per plan's distinct backbone."""
+    try:
+        return min_image_size(backbone, **json.loads(flags))
+    except (ValueError, TypeError, KeyError):
+        return 0  # a wrong backbone name or flag: the module refuses it in its own words
+
+
 def check_config(where: str, config: Namespace) -> str | None:
     """What ``fit`` refuses before training, from the parsed config alone, each message after ``where``;
     returns a warning (warmup covering every epoch) or None."""
@@ -173,10 +183,7 @@ def check_config(where: str, config: Namespace) -> str | None:
             raise ConfigError(
                 f"schedule.warmup_epochs ({warmup:g}) is longer than trainer.max_epochs ({epochs}); shorten the warmup or train longer."
             )
-        try:
-            smallest = min_image_size(backbone, **flags) if isinstance(backbone, str) else 0
-        except (ValueError, TypeError, KeyError):
-            smallest = 0  # a wrong backbone name or flag: the module refuses it in its own words
+        smallest = _smallest_side(backbone, json.dumps(flags, sort_keys=True)) if isinstance(backbone, str) else 0
         sizes = {key: config.get(f"data.init_args.{key}") for key in ("image_size", "test_image_size")}
         cli.check_image_sizes(backbone, smallest, sizes)
     except ConfigError as err:
@@ -196,7 +203,8 @@ def construct(where: str, config: Namespace, files: bool) -> None:
         config[key] = None
     parser = fit_parser()
     try:
-        (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
+        with torch.device("meta"):  # the constructors' checks without allocating or initialising any weight
+            (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
     except (ValueError, TypeError, UserError) as err:
         if (cause := cli.user_cause(err)) is None:
             raise
