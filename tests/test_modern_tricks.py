@@ -221,7 +221,8 @@ def test_progressive_resizing_trains_small_first_and_leaves_lr_and_validation_al
         sizes = ProgressiveResizing(initial_scale=scale, delay_fraction=0.25, finetune_fraction=0.2)
         lr_log = L.pytorch.callbacks.LambdaCallback(on_train_batch_end=lambda t, *_: lrs.append(t.optimizers[0].param_groups[0]["lr"]))
         fit_trainer = trainer(tmp_path, max_epochs=2, limit_train_batches=10, callbacks=[schedule, sizes, record, lr_log])
-        fit_trainer.fit(ClassificationModule(num_classes=10), data.train_dataloader(), data.val_dataloader())
+        module = ClassificationModule(num_classes=10, backbone_kwargs={"channels": NARROW_WIDTHS})
+        fit_trainer.fit(module, data.train_dataloader(), data.val_dataloader())
         runs[scale] = record, lrs
     record, lrs = runs[0.5]
     assert record.train_sides == [composer_side(32, step / 20, 0.5, 0.25, 0.2, 4) for step in range(20)]

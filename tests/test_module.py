@@ -216,7 +216,7 @@ def test_same_seed_same_metrics(tmp_path):
 def test_flushed_step_log_equals_per_step_logging(tmp_path, accumulate):
     """40 batches kept on the device and written every 10 steps give one raw value per optimizer
     step, at steps 0, 1, ..., the same values that writing every step gives."""
-    flags = ["-c", str(DIGITS_BASE), *TINY, "--seed_everything", "0", "--model.mixup_alpha", "0.2",
+    flags = ["-c", str(DIGITS_BASE), *TINY, *NARROW, "--seed_everything", "0", "--model.mixup_alpha", "0.2",
              "--data.batch_size", "4", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "40",
              "--trainer.limit_val_batches", "0", "--trainer.accumulate_grad_batches", str(accumulate)]  # fmt: skip
     runs = {}
