@@ -73,7 +73,6 @@ class BasicBlock(nn.Module):
         act_layer: type[nn.Module] = nn.ReLU,
         drop_path_rate: float = 0.0,
         blur_pool: bool = False,
-        channels: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
         blur = blur_pool and stride > 1
@@ -126,7 +125,6 @@ class Bottleneck(nn.Module):
         act_layer: type[nn.Module] = nn.ReLU,
         drop_path_rate: float = 0.0,
         blur_pool: bool = False,
-        channels: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
         blur = blur_pool and stride > 1
