@@ -44,24 +44,24 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything past 1 MiB is not o
 MAX_YAML_NODES = 100_000  # values of a YAML document once its aliases are expanded (base.yaml: about 40)
 
 
-def check_config_file(path: str) -> None:
-    """Refuse a ``-c`` file that is not a config: too big, binary or not UTF-8 (jsonargparse reads
-    UTF-8 and would stall or fail with a traceback); a missing one is left to jsonargparse's message."""
-    file = Path(path)
-    if not file.is_file():
-        return
-    size = file.stat().st_size
+def read_config_text(path: str | Path) -> str:
+    """The text of a config or ablation spec; a file that is not one (too big, binary, UTF-16 or UTF-32 with
+    or without a byte order mark, not UTF-8: jsonargparse would stall or fail with a traceback) is refused in
+    one sentence naming it."""
+    size = Path(path).stat().st_size
     if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"Config file {path} is {size:,} bytes, too big for a config (at most 1 MiB); pass the YAML file of the run.")
-    data = file.read_bytes()
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        raise ConfigError(f"Config file {path} is UTF-16 or UTF-32 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8).")
+        raise ConfigError(f"{path} is {size:,} bytes, too big for a config (at most 1 MiB); pass the YAML file of the run.")
+    data = Path(path).read_bytes()
+    head, half = data[:4096], len(data[:4096]) // 2
+    boms = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+    if data.startswith(boms) or (half >= 2 and half in (head[1::2].count(0), head[0::2].count(0))):  # ASCII as UTF-16
+        raise ConfigError(f"{path} is UTF-16 or UTF-32 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8).")
     if b"\0" in data:
-        raise ConfigError(f"Config file {path} is binary (it holds NUL bytes), not a YAML config; pass the YAML file of the run.")
+        raise ConfigError(f"{path} is binary (it holds NUL bytes), not a YAML config; pass the YAML file of the run.")
     try:
-        data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"Config file {path} is not UTF-8 text (byte {err.start} is not); save it as UTF-8.") from None
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start} is not); save it as UTF-8.") from None
 
 
 def config_files(args: list[str]) -> list[str]:
@@ -288,10 +288,10 @@ class BagOfTricksCLI(LightningCLI):
 
     def _check_run(self) -> None:
         """What only the whole config can tell: a training length, an image size the backbone
-        takes, a checkpoint that fits the network."""
-        config = self.config[self.subcommand]
+        takes, a checkpoint that fits the network. Built with ``run=False`` (no subcommand), the checks of fit."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
         path = config.get("ckpt_path")
-        if self.subcommand == "fit":
+        if self.subcommand in ("fit", None):
             check_length(self.trainer.max_epochs, self.trainer.max_steps, self.trainer.limit_train_batches)
             self._check_monitors()
         sizes = {key: getattr(self.datamodule, key, None) for key in ("image_size", "test_image_size")}
@@ -370,11 +370,13 @@ class BagOfTricksCLI(LightningCLI):
         return kwargs
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> BagOfTricksCLI:
-    """Build (and with ``run``, execute) the CLI, so code and tests can do what the shell does."""
+def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type[BagOfTricksCLI] = BagOfTricksCLI) -> BagOfTricksCLI:
+    """Build (and with ``run``, execute) the CLI, so code and tests can do what the shell does
+    (``cli_class``: a subclass, for the ablation's parse entry)."""
     for path in config_files(sys.argv[1:] if args is None else list(args)):
-        check_config_file(path)
-    return BagOfTricksCLI(
+        if Path(path).is_file():  # a missing one is left to jsonargparse's message
+            read_config_text(path)
+    return cli_class(
         ClassificationModule,
         ImageDataModule,
         subclass_mode_data=True,

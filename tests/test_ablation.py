@@ -341,7 +341,8 @@ def test_wandb_offline_run_holds_the_tricks(tmp_path, monkeypatch):
     assert run.display_name == "+label smoothing + cosine s0" and list(run.tags) == ["label smoothing", "cosine"]
     config = {}
     for record in records:
-        items = record.config.update if record.WhichOneof("record_type") == "config" else []
+        kind = record.WhichOneof("record_type")  # wandb.init's config is in the run record, later updates in config records
+        items = record.config.update if kind == "config" else record.run.config.update if kind == "run" else []
         config.update({item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in items})
     assert config["ablation"]["tricks"] == ["label smoothing", "cosine"]
     assert config["model"]["label_smoothing"] == 0.1 and config["schedule"]["name"] == "cosine"  # the resolved config

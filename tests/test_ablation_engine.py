@@ -19,7 +19,7 @@ from test_ablation_faults import user_error
 
 from bagoftricks.ablation import RunRecord, Store, ablate_main, load_spec, plan, write_report
 from bagoftricks.ablation import launch
-from bagoftricks.ablation.plan import parse_fit_args
+from bagoftricks.ablation.plan import fit_parser
 from bagoftricks.errors import ConfigError, DataError
 
 # A result.json as the version before the engine wrote it (every key it had, no status/device/torch/git).
@@ -64,7 +64,7 @@ def test_parse_entry_gives_the_config_cli_main_runs_with(tmp_path):
     from bagoftricks.cli import cli_main
 
     run = plan(load_spec(write_spec(tmp_path / "spec.yaml")), out=tmp_path / "out")[3]
-    ours = parse_fit_args(run.fit_args()).as_dict()
+    ours = fit_parser().parse_args(run.fit_args()).as_dict()
     theirs = cli_main(run.fit_args(), run=False).config.as_dict()
     assert ours == theirs and ours["model"]["label_smoothing"] == 0.1 and ours["seed_everything"] == 1
     assert not (tmp_path / "out").exists()  # building the CLI to compare wrote nothing either
@@ -138,19 +138,20 @@ def test_export_sweep_needs_a_file_in_an_existing_folder(tmp_path, where):
     spec = write_spec(tmp_path / "spec.yaml")
     target = tmp_path if where == "folder" else tmp_path / "no" / "sweep.yaml"
     message = user_error([str(spec), "--export-sweep", str(target)])
-    assert ("is a folder; name the sweep file" if where == "folder" else "does not exist; create it") in message
+    assert "is not a file in an existing folder; name the sweep file" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
 
 
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        ("base: base.yaml\nsteps: [{name: a}]\n".encode("utf-16"), "looks like UTF-16 text; save it as UTF-8"),
-        ("base: base.yaml\n".encode("utf-16-le"), "looks like UTF-16 text"),
-        (bytes(range(256)) * 4, "is not UTF-8 text"),
-        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(200), "is not UTF-8 text"),
+        ("base: base.yaml\nsteps: [{name: a}]\n".encode("utf-16"), "is UTF-16 or UTF-32 text; save it as UTF-8"),
+        ("base: base.yaml\n".encode("utf-16-le"), "is UTF-16 or UTF-32 text"),
+        (bytes(range(256)) * 4, "is binary (it holds NUL bytes)"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(200), "is binary"),
+        ("base: r\xe9snet.yaml\n".encode("latin-1"), "is not UTF-8 text"),
     ],
-    ids=["utf16-bom", "utf16-no-bom", "binary", "png"],
+    ids=["utf16-bom", "utf16-no-bom", "binary", "png", "latin-1"],
 )
 def test_binary_or_utf16_spec_is_one_sentence(tmp_path, content, words):
     (tmp_path / "spec.yaml").write_bytes(content)

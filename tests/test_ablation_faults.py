@@ -156,14 +156,14 @@ def test_out_is_read_only(tmp_path, monkeypatch):
     spec = write_spec(tmp_path / "spec.yaml")
     (tmp_path / "ro").mkdir()
     if os.geteuid() == 0:  # root writes through file modes: a read-only mount is what refuses it
-        write_bytes = Path.write_bytes
+        touch = Path.touch
 
-        def read_only(self, data):
+        def read_only(self, *args, **kwargs):
             if self.parent == tmp_path / "ro":
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
-            return write_bytes(self, data)
+            return touch(self, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "write_bytes", read_only)
+        monkeypatch.setattr(Path, "touch", read_only)
     else:
         (tmp_path / "ro").chmod(0o555)
     message = user_error([str(spec), "--out", str(tmp_path / "ro" / "out" if os.geteuid() else tmp_path / "ro")])

@@ -48,6 +48,7 @@ CONFIG_FILES = {
     "billion laughs": (billion_laughs().encode(), "expands its YAML aliases .* past 100,000 values"),
     "self-referential anchor": (b"model:\n  backbone_kwargs: &a {deeper: *a}\n", "expands its YAML aliases"),
     "utf-16": ("trainer:\n  max_epochs: 1\n".encode("utf-16"), "is UTF-16 or UTF-32 text; save it as UTF-8"),
+    "utf-16 without BOM": ("trainer:\n  max_epochs: 1\n".encode("utf-16-le"), "is UTF-16 or UTF-32 text"),
     "binary": (bytes(range(256)) * 4, r"is binary \(it holds NUL bytes\)"),
     "latin-1": ("model:\n  backbone: r\xe9snet18\n".encode("latin-1"), "is not UTF-8 text .*save it as UTF-8"),
     "2 MB": (b"# padding\n" * 200_000, r"is 2,000,000 bytes, too big for a config"),

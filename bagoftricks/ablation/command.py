@@ -36,10 +36,8 @@ def _unfinished(store: Store, selected: list[PlannedRun], console: Console) -> l
 
 def _export_sweep(path: Path, spec: Spec, runs: list[PlannedRun], cli_args: list[str], console: Console) -> None:
     """A W&B grid sweep over the run index (``${args}`` -> ``--only=<index>``): each agent call trains one run."""
-    if path.is_dir():
-        raise UserError(f"--export-sweep {path} is a folder; name the sweep file to write, such as {path / 'sweep.yaml'}.")
-    if not path.parent.is_dir():
-        raise UserError(f"--export-sweep {path}: its folder {path.parent} does not exist; create it or name a file in an existing folder.")
+    if path.is_dir() or not path.parent.is_dir():
+        raise UserError(f"--export-sweep {path} is not a file in an existing folder; name the sweep file to write, such as sweep.yaml.")
     sweep = {
         "name": spec.name,
         "program": "bagoftricks",
@@ -88,8 +86,6 @@ def ablate(
     if only is not None and not only:
         raise UserError("--only '' names no run (an unset array variable?); give run indices such as 0,3 or leave it out for every run.")
     if seeds is not None:
-        if not seeds:
-            raise ConfigError("--seeds '' must name each seed once, such as 0,1,2 (leave it out for the spec's).")
         check_seeds(seeds, "--seeds")
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
@@ -102,13 +98,14 @@ def ablate(
             raise ConfigError(f"--only {index} is out of range: {spec.path} has {len(runs)} runs (0 to {len(runs) - 1}).")
     selected = [runs[i] for i in dict.fromkeys(only)] if only else runs  # a run named twice trains once
     if export_sweep is not None:
-        _export_sweep(Path(export_sweep), spec, runs, _cli_args(out, seeds, overrides), console)
+        args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
+        args += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={one_line(value)}")]
+        _export_sweep(Path(export_sweep), spec, runs, args, console)
     if dry_run:
         for run in selected:
             print(run.command())
     if dry_run or export_sweep is not None:
         return store.out
-    store.check_writable()
     with store.disk_errors(), store.lock():
         if report_only:
             _report(spec, store, runs, console)
@@ -130,11 +127,6 @@ def ablate(
         if report:
             _report(spec, store, runs, console)
     return store.out
-
-
-def _cli_args(out: str | os.PathLike | None, seeds: list[int] | None, overrides: dict[str, Any] | None) -> list[str]:
-    args = (["--out", str(out)] if out is not None else []) + (["--seeds", ",".join(map(str, seeds))] if seeds else [])
-    return args + [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={one_line(value)}")]
 
 
 def _int_list(text: str) -> list[int]:

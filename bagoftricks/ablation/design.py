@@ -156,13 +156,7 @@ def effects_section(record: dict, records: list) -> str:
         f"defining relation I = {' = '.join(plan.words)}: main effects are aliased with interactions of three or more "
         "tricks (assumed small), and two-way interactions that share a column are listed together"
     )  # fmt: skip
-    lines += [
-        "",
-        "Effect: mean top-1 with the trick (or, for A x B, with both or neither) minus mean top-1 without, over the "
-        "design's rows; estimated per seed (a seed is one replicate of the whole design) and averaged, with the "
-        f"t-interval over seeds. `~`: the interval includes 0; `*`: significant at 5% after Holm's adjustment over the table; "
-        "`(no spread)`: every seed gave the same estimate, which a t-interval cannot test (not marked). "
-        f"Aliasing: {aliasing}.",
-        "",
-    ]
+    lines += ["", "Effect: mean top-1 with the trick (for A x B: with both or neither) minus without, over the design's rows, "
+              "estimated per seed (one replicate of the design) and averaged, with the t-interval over seeds; marks as in the "
+              f"table above (Holm over this table). Aliasing: {aliasing}.", ""]
     return "\n".join(lines)

@@ -119,14 +119,9 @@ def per_image_section(out_dir: Path, records: list, comparisons: list[tuple[str,
         low, high = bootstrap_difference(a, b)
         lines.append(f"| {step} | {reference} | {len(seeds)} | {only_b} | {only_a} | {mid_p:.3g} | {delta:+.2f} [{low:+.2f}, {high:+.2f}] |")
         effects.append((abs(delta), step, reference, per_class_delta(a, b, labels)))
-    lines += [
-        "",
-        "Only vs / only step right: images (summed over the paired seeds) that one run of the pair classifies correctly "
-        "and the other does not; two steps with equal accuracy but different mistakes differ here. McNemar's mid-p "
-        "treats them as fair coins under no effect (seeds counted as replications); the bootstrap interval resamples "
-        "images and seeds together, so both the finite test set and the seed noise are in it.",
-        "",
-    ]
+    lines += ["", "Only vs / only step right: images (summed over the paired seeds) one run of the pair gets right and the other "
+              "does not (equal accuracy, different mistakes shows here); McNemar's mid-p treats them as fair coins under no "
+              "effect; the bootstrap resamples images and seeds together.", ""]
     for _, step, reference, classes in sorted(effects, key=lambda e: -e[0])[:largest]:
         moves = ", ".join(f"class {cls} {d:+.1f}" for cls, d in classes if not math.isclose(d, 0.0, abs_tol=1e-9)) or "none"
         lines.append(f"- {step} vs {reference}: largest per-class accuracy changes (points): {moves}.")

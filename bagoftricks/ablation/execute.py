@@ -20,7 +20,6 @@ from urllib.parse import urlparse
 
 import lightning as L
 import torch
-from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Callback
 
 from bagoftricks.ablation.evidence import save_predictions
@@ -115,19 +114,7 @@ def _git_commit() -> str:
 
 def _device(trainer: L.Trainer) -> str:
     root = trainer.strategy.root_device
-    if root.type == "cuda":
-        return torch.cuda.get_device_name(root)
-    return f"{platform.machine()} {platform.processor() or 'cpu'}".strip()
-
-
-def _fit_checks(cli) -> None:
-    """``bagoftricks fit``'s ``before_fit`` on a CLI built with ``run=False`` (no subcommand level)."""
-    subcommand, config = cli.subcommand, cli.config
-    cli.subcommand, cli.config = "fit", Namespace(fit=config)
-    try:
-        cli.before_fit()
-    finally:
-        cli.subcommand, cli.config = subcommand, config
+    return torch.cuda.get_device_name(root) if root.type == "cuda" else f"{platform.machine()} {platform.processor() or 'cpu'}".strip()
 
 
 def _no_lightning_requeue(trainer: L.Trainer) -> None:
@@ -151,10 +138,9 @@ def execute(run: PlannedRun, store: Store) -> RunRecord | None:
             warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
             cli = cli_main(run.fit_args(store.wandb_id(run, last is not None or "LOCAL_RANK" in os.environ)), run=False)
         trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-        _fit_checks(cli)
+        cli.before_fit()  # fit's checks before training
         trainer.callbacks.append(EpochTimer())
         _no_lightning_requeue(trainer)
-        _log_ablation_to_wandb(trainer, run)
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None)
         except TrainingDivergedError as err:
@@ -196,13 +182,3 @@ def execute(run: PlannedRun, store: Store) -> RunRecord | None:
     # recompile limit would leave the later runs of a long ablation silently eager.
     torch.compiler.reset()
     return record
-
-
-def _log_ablation_to_wandb(trainer: L.Trainer, run: PlannedRun) -> None:
-    """The run's place in the ablation into its W&B config (``WandbConfigCallback`` logs the resolved config)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    ablation = {"spec": run.spec, "step": run.step, "seed": run.seed, "tricks": list(run.tricks)}
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.config.update({"ablation": ablation}, allow_val_change=True)

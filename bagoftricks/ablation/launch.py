@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -120,11 +121,11 @@ def worker(out: str, only: str) -> None:
         train_runs([runs[int(i)] for i in only.split(",")], store, len(runs), Console())
 
 
+@dataclass(frozen=True)
 class TrainTask:
     """What one array task runs: train one planned run of ``out``; ``checkpoint`` is submitit's requeue hook."""
 
-    def __init__(self, out: str):
-        self.out = out
+    out: str
 
     def __call__(self, run: PlannedRun) -> str:
         if threads := os.environ.get("SLURM_CPUS_PER_TASK"):

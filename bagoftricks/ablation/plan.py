@@ -20,10 +20,8 @@ from jsonargparse import Namespace
 
 from bagoftricks import cli
 from bagoftricks.ablation.spec import WANDB_LOGGER, Spec, one_line, set_args, step_folder, wandb_init_args
-from bagoftricks.data import ImageDataModule
 from bagoftricks.errors import ConfigError, MissingDataError, UserError
 from bagoftricks.models.resnet import MODEL_FLAGS, min_image_size
-from bagoftricks.module import ClassificationModule
 
 
 @dataclass(frozen=True)
@@ -42,20 +40,15 @@ class PlannedRun:
     wandb: dict[str, Any] | None = None  # WandbLogger init_args, or None without W&B
     budget: float | None = None  # the step's epoch multiplier (None without budgets)
     unbudgeted: str = ""  # the step's name without its budget suffix
-    spec: str = ""  # the spec file, for the W&B config
     test: bool = True  # also evaluate the final weights on the test split
     keep_checkpoints: bool = True
     config: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # as `fit` parses it (plan.json)
 
     def fit_args(self, wandb_id: str | None = None) -> list[str]:
-        loggers: list[dict[str, Any]] = [
-            # First logger: its log_dir (the run folder itself: no name, version ".") receives config.yaml
-            # and metrics.csv. Flushed every step, so a killed run keeps its metrics up to its last checkpoint.
-            {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(self.run_dir), "name": None, "version": ".", "flush_logs_every_n_steps": 1},
-            }
-        ]
+        # First logger: its log_dir (the run folder itself: no name, version ".") receives config.yaml and metrics.csv,
+        # flushed every step, so a killed run keeps its metrics up to its last checkpoint.
+        csv_args = {"save_dir": str(self.run_dir), "name": None, "version": ".", "flush_logs_every_n_steps": 1}
+        loggers: list[dict[str, Any]] = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": csv_args}]
         if self.wandb is not None:
             init_args = {**self.wandb, **({"id": wandb_id, "resume": "allow"} if wandb_id else {})}
             loggers.append({"class_path": WANDB_LOGGER, "init_args": init_args})
@@ -93,19 +86,14 @@ class _ParserOnlyCLI(cli.BagOfTricksCLI):
 
 @functools.cache
 def fit_parser():
-    """The parser of ``bagoftricks fit``, built once per process with ``cli_main``'s settings (a test compares them)."""
+    """The parser of ``bagoftricks fit``, built once per process by ``cli_main``: its ``parse_args`` gives the config
+    ``fit ARGS`` would run with, or raises ``argparse.ArgumentError`` where ``fit`` would fail."""
     try:
-        _ParserOnlyCLI(ClassificationModule, ImageDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
-                       seed_everything_default=0, args=[], run=False)  # fmt: skip
+        cli.cli_main([], run=False, cli_class=_ParserOnlyCLI)
     except _ParserBuilt as built:
         (parser,) = built.args
     parser.exit_on_error = False
     return parser
-
-
-def parse_fit_args(args: list[str]) -> Namespace:
-    """The config ``bagoftricks fit ARGS`` would run with; raises ``argparse.ArgumentError`` where it would fail."""
-    return fit_parser().parse_args(args)
 
 
 def cli_keys(config: Namespace) -> list[str]:
@@ -146,11 +134,11 @@ def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
     from the run's config files alone) with its close matches, else the parser's complaint."""
     where = f"{spec.path}: step {run.step!r}"
     try:
-        config = parse_fit_args(run.fit_args())
+        config = fit_parser().parse_args(run.fit_args())
     except ArgumentError as err:
         files = [*run.configs, *(value for flag, value in zip(run.overrides[::2], run.overrides[1::2]) if flag == "-c")]
         try:
-            known = cli_keys(parse_fit_args(dataclasses.replace(run, configs=tuple(files), overrides=()).fit_args()))
+            known = cli_keys(fit_parser().parse_args(dataclasses.replace(run, configs=tuple(files), overrides=()).fit_args()))
         except ArgumentError as files_err:
             problem = textwrap.shorten(str(files_err), 300, placeholder="...")
             raise ConfigError(f"{where}: its config files ({', '.join(files)}) do not parse: {problem}; fix them.") from None
@@ -162,55 +150,45 @@ def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
     return config
 
 
-@functools.cache
-def _smallest_side(backbone: str, flags: str) -> int:
-    """``min_image_size`` of a backbone name with its flags (JSON), once per plan's distinct backbone."""
+def _smallest_side(backbone: Any, kwargs: dict[str, Any]) -> int:
+    """``min_image_size`` of a backbone name with its layout flags; 0 for a wrong name or flag (the module refuses
+    it in its own words)."""
     try:
-        return min_image_size(backbone, **json.loads(flags))
+        return min_image_size(backbone, **{k: v for k, v in kwargs.items() if k in ("stem", "blur_pool")}) if isinstance(backbone, str) else 0
     except (ValueError, TypeError, KeyError):
-        return 0  # a wrong backbone name or flag: the module refuses it in its own words
+        return 0
 
 
-def check_config(where: str, config: Namespace) -> str | None:
-    """What ``fit`` refuses before training, from the parsed config alone, each message after ``where``;
-    returns a warning (warmup covering every epoch) or None."""
+def check_step(where: str, config: Namespace, files: bool) -> str | None:
+    """What ``fit`` refuses before training, for one step's parsed config (its seeds change nothing checked here),
+    each message after ``where``: the training length, the warmup, the image sizes the backbone takes, and what the
+    model's and data module's constructors check (built on the meta device: no weights). Teacher and pretrained
+    weights are not loaded but, with ``files`` (not ``--dry-run``), must exist, as must the dataset. Returns a
+    warning (warmup covering every epoch) or None."""
     epochs, warmup = config.get("trainer.max_epochs"), config.get("schedule.warmup_epochs")
-    backbone = config.get("model.backbone")
-    flags = {k: v for k, v in dict(config.get("model.backbone_kwargs") or {}).items() if k in ("stem", "blur_pool")}
+    backbone, config, parser = config.get("model.backbone"), config.clone(), fit_parser()
     try:
         cli.check_length(epochs, config.get("trainer.max_steps"), config.get("trainer.limit_train_batches"))
         if warmup and epochs and warmup > epochs:  # the schedule would refuse it at the run's start
             raise ConfigError(
                 f"schedule.warmup_epochs ({warmup:g}) is longer than trainer.max_epochs ({epochs}); shorten the warmup or train longer."
             )
-        smallest = _smallest_side(backbone, json.dumps(flags, sort_keys=True)) if isinstance(backbone, str) else 0
         sizes = {key: config.get(f"data.init_args.{key}") for key in ("image_size", "test_image_size")}
-        cli.check_image_sizes(backbone, smallest, sizes)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
-    if warmup and epochs and warmup == epochs:
-        return f"schedule.warmup_epochs covers all of trainer.max_epochs in {where.split(': ', 1)[-1]} ({warmup:g} of {epochs})"
-    return None
-
-
-def construct(where: str, config: Namespace, files: bool) -> None:
-    """Build the run's model and data module so that their constructors check their values before any run
-    trains; teacher and pretrained weights are not loaded, but with ``files`` (not ``--dry-run``) must exist."""
-    config = config.clone()
-    for key in ("model.teacher", "model.pretrained"):
-        if (path := config.get(key)) and files and not Path(path).is_file():
-            raise ConfigError(f"{where}: {key} {path} does not exist; create it first (a teacher's command is on its config's first line).")
-        config[key] = None
-    parser = fit_parser()
-    try:
+        cli.check_image_sizes(backbone, _smallest_side(backbone, dict(config.get("model.backbone_kwargs") or {})), sizes)
+        for key in ("model.teacher", "model.pretrained"):
+            if (path := config.get(key)) and files and not Path(path).is_file():
+                raise ConfigError(f"{key} {path} does not exist; create it first (a teacher's command is on its config's first line).")
+            config[key] = None
         with torch.device("meta"):  # the constructors' checks without allocating or initialising any weight
             (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
     except (ValueError, TypeError, UserError) as err:
         if (cause := cli.user_cause(err)) is None:
             raise
-        if isinstance(cause, MissingDataError) and not files:
-            return  # --dry-run plans on a machine without the dataset, as without the teacher
-        raise ConfigError(f"{where}: {cause}") from None
+        if files or not isinstance(cause, MissingDataError):  # --dry-run plans without the dataset, as without the teacher
+            raise ConfigError(f"{where}: {cause}") from None
+    if warmup and epochs and warmup == epochs:
+        return f"schedule.warmup_epochs covers all of trainer.max_epochs in {where.split(': ', 1)[-1]} ({warmup:g} of {epochs})"
+    return None
 
 
 def budget_overrides(where: str, budget: float | None, config: Namespace) -> list[str]:
@@ -261,19 +239,17 @@ def plan(
             if wandb or user_wandb is not None:
                 # The user's WandbLogger settings (project, entity, ...) stay; the ablation names and groups the run.
                 logger = {"project": "bagoftricks", **(user_wandb or {})}
-                logger.update(save_dir=str(run_dir), group=spec.name, name=f"{step.name} s{seed}", tags=[t[:64] for t in spec.tricks(i)])
+                logger.update(save_dir=str(run_dir), group=spec.name, name=f"{step.name} s{seed}", tags=[t[:64] for t in spec.tricks(i)],
+                              config={"ablation": {"spec": str(spec.path), "step": step.name, "seed": seed, "tricks": spec.tricks(i)}})
             run = PlannedRun(len(runs), i, step.name, parent, seed, tuple(spec.tricks(i)), run_dir, tuple(spec.base), tuple(overrides),
-                             logger, step.budget, step.unbudgeted, str(spec.path), spec.test, spec.keep_checkpoints)  # fmt: skip
+                             logger, step.budget, step.unbudgeted, spec.test, spec.keep_checkpoints)  # fmt: skip
             config = _parse(spec, run, extra)
             if scaled := budget_overrides(where, step.budget, config):
                 run = dataclasses.replace(run, overrides=(*run.overrides, *scaled))
                 config = _parse(spec, run, extra)
-            warning = check_config(where, config)
-            run = dataclasses.replace(run, config=json.loads(fit_parser().dump(config, format="json", skip_check=True)))
-            if run.seed == (seeds or spec.seeds)[0]:  # seeds change nothing the constructors check
-                construct(where, config, files)
-                covered += [warning] if warning else []
-            runs.append(run)
+            if run.seed == (seeds or spec.seeds)[0] and (warning := check_step(where, config, files)):
+                covered.append(warning)
+            runs.append(dataclasses.replace(run, config=json.loads(fit_parser().dump(config, format="json", skip_check=True))))
     if covered and console is not None:
         # With warmup over every epoch the LR never decays: cosine and step schedules become no-ops and
         # steps that differ only in the schedule train identically.

@@ -33,7 +33,6 @@ class RunRecord:
     note: str = ""  # why it diverged
     # what it reached (the last epoch's values; percent for accuracies)
     val_top1: float | None = None
-    val_top1_best: float | None = None  # biased upwards: kept, not reported
     val_top5: float | None = None
     val_loss: float | None = None
     test_top1: float | None = None
@@ -159,7 +158,6 @@ def summarize_run(rows: list[dict[str, float]]) -> dict[str, Any]:
     percent = ("val/top5", "test/top1", "test/top5", "val_ema/top1", "val/top1_tta", "test_ema/top1", "test/top1_tta")
     return {
         "val_top1": curve[-1] if curve else None,
-        "val_top1_best": max(curve) if curve else None,
         **{key.replace("/", "_"): last_value(rows, key, 100) for key in percent},
         "val_loss": last_value(rows, "val/loss"),
         "test_loss": last_value(rows, "test/loss"),

@@ -21,16 +21,13 @@ from bagoftricks.ablation.stats import Paired, StepSummary, interval_text, paire
 from bagoftricks.ablation.store import Store, atomic_write
 
 FOOTER = (
-    "top-1: the last epoch's val/top1 (not the best epoch, which is biased upwards), mean ± sample std "
-    "(ddof=1) over seeds; 95% CI: half-width of the t-interval of the mean. Δ prev: vs the step this one "
-    "builds on (leave-one-out: vs all tricks together; none in factorial designs); Δ base: vs the first step; "
-    "in points, paired by seed (the mean of the per-seed differences; "
-    "same seed = same initialisation and data order) with its 95% paired-t interval. `~`: the interval "
-    "includes 0, the sign is not established; `*`: significant at 5% after Holm's adjustment across "
-    "all the table's distinct comparisons; no mark: the interval excludes 0 but Holm's adjustment does not confirm it. "
-    "An interval needs two or more seeds whose differences vary: with one seed a cell shows the delta alone, "
-    "with differences that are all equal it shows `(no spread)`; neither is marked nor counted in Holm's adjustment. "
-    "`†`: some of the step's runs diverged (a loss that is not finite); they are left out of every number and listed below."
+    "top-1: the last epoch's val/top1 (the best epoch's is biased upwards), mean ± std (ddof=1) over seeds; 95% CI: "
+    "half-width of its t-interval. Δ prev: vs the step this one builds on (leave-one-out: vs all tricks; none in "
+    "factorial designs); Δ base: vs the first step; in points, paired by seed (same seed = same initialisation and data "
+    "order): the mean per-seed difference with its 95% paired-t interval. `~`: the interval includes 0; `*`: significant "
+    "at 5% after Holm's adjustment across the table's distinct comparisons; no mark: the interval excludes 0, Holm does "
+    "not confirm it. One seed shows the delta alone, equal differences `(no spread)`: neither is marked or counted by "
+    "Holm. `†`: some of the step's runs diverged (a loss that is not finite); they are left out and listed below."
 )
 
 
@@ -90,11 +87,8 @@ def more_sections(out_dir: Path, records: list, summaries: list[StepSummary], de
         text = "\n".join(["", "**Diverged runs** (left out of every number above):", *diverged, ""])
     kept = [r for r in records if not r.diverged]
     if len(threads := sorted({r.cpu_threads for r in kept if r.cpu_threads})) > 1:
-        text += (
-            f"\n**Mixed CPU thread counts** ({', '.join(map(str, threads))}): on a CPU the thread count changes the order "
-            "of floating-point sums, so a run's numbers depend on it (as on another machine) and the paired deltas here "
-            "mix that in; rerun with one `--jobs` value for clean comparisons.\n"
-        )
+        text += (f"\n**Mixed CPU thread counts** ({', '.join(map(str, threads))}): the thread count changes the order of "
+                 "floating-point sums, and so the numbers; rerun with one `--jobs` value for clean paired deltas.\n")
     text += readouts_section(kept)
     if design:
         text += effects_section(design, kept)
@@ -124,11 +118,8 @@ def readouts_section(records: list) -> str:
             mean = sum(getattr(r, key) for r in both) / len(both) if both else math.nan
             cells += [_num(mean), _delta_cell(gain)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    note = (
-        "Readout − raw: the EMA's (or the flip-averaged) top-1 minus the raw model's top-1 of the same run, the "
-        "mean over seeds with its 95% paired-t interval; `~`: the interval includes 0 (no Holm adjustment here, "
-        "so no `*`). The raw top-1 is the table's; neither readout changes training."
-    )
+    note = ("Readout − raw: the EMA's (or flip-averaged) top-1 minus the raw top-1 of the same run, mean over seeds with "
+            "its 95% paired-t interval (`~`: includes 0; no Holm adjustment here). Neither readout changes training.")
     return "\n".join(["", *lines, "", note, ""])
 
 
@@ -232,14 +223,6 @@ def _labelled(figure: Figure, ax, xlabel: str, ylabel: str, legend_size: str | N
     ax.grid(alpha=0.3)
     ax.legend(fontsize=legend_size)
     return figure
-
-
-def load_results(out_dir: str | os.PathLike, spec=None) -> list[RunRecord]:
-    """The records of every finished run in ``out_dir`` (with ``spec``: of its steps), by step, then seed."""
-    store = Store(out_dir)
-    if not store.out.is_dir():
-        raise FileNotFoundError(f"{store.out} does not exist; run `bagoftricks ablate SPEC --out {out_dir}` first.")
-    return store.records(spec)
 
 
 def write_report(out_dir: str | os.PathLike, title: str | None = None, records: list[RunRecord] | None = None) -> list[StepSummary]:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from bagoftricks.ablation.design import Design, design
-from bagoftricks.cli import check_aliases
+from bagoftricks.cli import check_aliases, read_config_text
 from bagoftricks.errors import ConfigError
 
 MODES = ("cumulative", "each", "leave-one-out", "factorial")
@@ -126,22 +126,9 @@ def _unknown(spec_path: Path, mapping: dict, allowed: tuple[str, ...], where: st
         raise ConfigError(f"{spec_path}: {where} has unknown key(s) {', '.join(unknown)}; allowed are {', '.join(allowed)}.")
 
 
-def read_text(path: Path) -> str:
-    """A spec or config file's text; a binary or UTF-16 file is refused in one sentence naming it."""
-    data = path.read_bytes()
-    head = data[:4096]
-    ascii_halves = len(head) >= 4 and (head[1::2].count(0) == len(head) // 2 or head[0::2].count(0) == len(head) // 2)
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or ascii_halves:
-        raise ConfigError(f"{path} looks like UTF-16 text; save it as UTF-8 (the encoding YAML files are read in).")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start} is not valid); name a YAML file, saved as UTF-8.") from None
-
-
 def read_yaml(path: Path) -> Any:
     """A spec or config file's YAML; a syntax error names the file and line."""
-    text = read_text(path)
+    text = read_config_text(path)
     try:
         check_aliases(text)
     except ConfigError as err:
@@ -225,6 +212,8 @@ def load_spec(path: str | os.PathLike) -> Spec:
 def check_seeds(seeds: list[int], where: str) -> None:
     """Each seed once, inside the range of numpy's (and so Lightning's seed_everything's) generator; else one
     sentence starting with ``where``."""
+    if not seeds:
+        raise ConfigError(f"{where} '' must name each seed once, such as 0,1,2 (leave it out for the spec's).")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where} {','.join(map(str, seeds))} repeat a seed; each seed must appear once.")
     if bad := [s for s in seeds if not 0 <= s <= 2**32 - 1]:

@@ -37,10 +37,6 @@ class Paired:
     p: float  # two-sided p of the paired t-test (NaN with fewer than 2 pairs)
     p_holm: float = math.nan  # p after Holm's adjustment across the table
 
-    @property
-    def trusted(self) -> bool:  # the 95% interval excludes 0
-        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
-
 
 def interval_text(delta: float, n: int, low: float, high: float, p_holm: float) -> str:
     """``+1.61 [-0.20, +3.42] ~``: a delta, its 95% interval and a mark (``*`` significant after Holm's

@@ -23,12 +23,8 @@ from bagoftricks.errors import DataError, UserError
 
 # Write failures a user fixes by freeing space or choosing another folder (not bugs: no traceback).
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-# One row per run in results.csv (an export for spreadsheets; nothing reads it back); percent for accuracies.
-COLUMNS = (
-    "step_index", "step", "parent", "seed", "status", "val_top1", "val_top1_best", "val_top5", "val_loss", "test_top1",
-    "test_top5", "val_ema_top1", "val_top1_tta", "test_ema_top1", "test_top1_tta", "epochs", "wall_time_s",
-    "time_per_epoch_s", "params", "macs", "tricks", "run_dir", "budget", "unbudgeted", "cpu_threads", "device",
-)  # fmt: skip
+# One row per run in results.csv (an export for spreadsheets; nothing reads it back): the record's scalar fields.
+COLUMNS = [f.name for f in dataclasses.fields(RunRecord) if f.name not in ("val_top1_curve", "configs", "overrides", "extra")]
 
 
 @contextmanager
@@ -51,16 +47,12 @@ def atomic_write(path: Path, text: str) -> None:
 def _flock(path: Path) -> Iterator[bool]:
     """True while this process holds the lock on ``path``; False (at once) when another process does."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    with open(path, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             yield False
             return
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
         try:
             yield True
         finally:
@@ -90,19 +82,16 @@ class Store:
                 "or choose another --out and repeat the command: finished runs are kept and the interrupted one starts again."
             ) from err
 
-    def check_writable(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out} is a file, not a folder; name a folder (a new one, or this spec's earlier output).")
-        probe = self.out / f".write-test{os.getpid()}"
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as err:
-            raise UserError(f"cannot write to --out {self.out} ({err.strerror}); choose a folder you can write to.") from None
-
     @contextmanager
     def lock(self) -> Iterator[None]:
+        """This process's hold on the folder; a file, a folder it cannot write or another ``ablate`` there is refused."""
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file, not a folder; name a folder (a new one, or this spec's earlier output).")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / ".ablate.lock").touch()
+        except OSError as err:
+            raise UserError(f"cannot write to --out {self.out} ({err.strerror}); choose a folder you can write to.") from None
         with _flock(self.out / ".ablate.lock") as held:
             if not held:
                 raise UserError(
@@ -144,6 +133,8 @@ class Store:
     def records(self, spec: Spec | None = None) -> list[RunRecord]:
         """Every record in the folder (with ``spec``: of its steps, whichever seeds and ``--only`` trained them),
         by step, then seed. A damaged record is named, never dropped."""
+        if not self.out.is_dir():
+            raise UserError(f"{self.out} does not exist; run `bagoftricks ablate SPEC --out {self.out}` first.")
         if spec is not None:
             folders = {step_folder(i, step.name): step.name for i, step in enumerate(spec.steps)}
             paths = [p for folder in folders for p in (self.out / folder).glob("seed*/result.json")]
@@ -158,12 +149,11 @@ class Store:
 
     def export_csv(self, records: list[RunRecord]) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         for record in records:
             row = {k: getattr(record, k) for k in COLUMNS}
             writer.writerow({k: "; ".join(v) if isinstance(v, tuple) else "" if v is None else v for k, v in row.items()})
-        self.out.mkdir(parents=True, exist_ok=True)
         atomic_write(self.results_csv, buffer.getvalue())
 
     def save_figure(self, name: str, figure) -> None:
