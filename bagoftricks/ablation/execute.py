@@ -45,16 +45,6 @@ class EpochTimer(Callback):
 
 
 @contextlib.contextmanager
-def _bare_argv():
-    """No ``ablate`` arguments in ``sys.argv`` while LightningCLI parses the run's own (it warns about both)."""
-    saved, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-@contextlib.contextmanager
 def quiet_lightning():
     """No per-run Lightning INFO lines (they would bury the progress line); each distinct warning once per
     ablation, not once per run, unless the user chose filters with ``-W``."""
@@ -133,9 +123,10 @@ def execute(run: PlannedRun, store: Store) -> RunRecord | None:
     start = time.perf_counter()
     note = ""
     try:
-        with _bare_argv(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             # The folder holds the W&B id or, resuming, the checkpoints; the CSVLogger's warning does not apply.
             warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", "LightningCLI's args parameter")  # beside `ablate`'s own sys.argv, by design
             cli = cli_main(run.fit_args(store.wandb_id(run, last is not None or "LOCAL_RANK" in os.environ)), run=False)
         trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
         cli.before_fit()  # fit's checks before training
