@@ -11,9 +11,12 @@ import os
 import signal
 import subprocess
 import sys
+import shutil
 import time
+from pathlib import Path
 
 import pytest
+from conftest import DIGITS_BASE
 from test_ablation import TINY_STEPS, write_spec
 from test_ablation_faults import user_error
 
@@ -68,6 +71,18 @@ def test_parse_entry_gives_the_config_cli_main_runs_with(tmp_path):
     theirs = cli_main(run.fit_args(), run=False).config.as_dict()
     assert ours == theirs and ours["model"]["label_smoothing"] == 0.1 and ours["seed_everything"] == 1
     assert not (tmp_path / "out").exists()  # building the CLI to compare wrote nothing either
+
+
+def test_the_readme_spec_plans(tmp_path):
+    """The annotated spec of README.md, "Run an ablation", beside the digits configs it names: a spec that plans."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (tmp_path / "spec.yaml").write_text(readme.split("A spec (", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0])
+    for name in ("base.yaml", "cosine.yaml"):
+        shutil.copy(DIGITS_BASE.parent / name, tmp_path / name)
+    spec = load_spec(tmp_path / "spec.yaml")
+    assert spec.name == "my-ablation" and [s.unbudgeted for s in spec.steps[:4]] == ["baseline", "+warmup", "+cosine", "cosine + LS"]
+    runs = plan(spec, seeds=[0], files=False)
+    assert len(runs) == 12 and runs[3].tricks == ("warmup", "cosine", "LS") and runs[-1].budget == 4.0
 
 
 def test_plan_json_holds_the_plan_and_only_1_1_trains_once(tmp_path, monkeypatch):

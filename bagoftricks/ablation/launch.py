@@ -177,12 +177,7 @@ def submit(store: Store, todo: list[PlannedRun], options: dict[str, Any], wait: 
             console.print(f"job array {array}: {done} of {len(jobs)} tasks done")
             shown = done
         time.sleep(2)
-    failed = []
-    for job in jobs:
-        try:
-            job.result()
-        except Exception:  # the task's own error, or submitit's UncompletedJobError for a task SLURM killed
-            failed.append(job)
+    failed = [job for job in jobs if job.exception() is not None]  # the task's own error, or a task SLURM killed
     if failed:
         logs = ", ".join(str(job.paths.stderr) for job in failed[:3])
         raise UserError(f"{len(failed)} of {len(jobs)} array task(s) of job {array} failed; see {logs}, then repeat the command to finish the remaining runs.")
