@@ -5,6 +5,7 @@ before the time limit) is requeued by submitit and resumes from its checkpoint."
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import torch
 from rich.console import Console
 from test_ablation import TINY_SET, TINY_STEPS, write_spec
 
-from bagoftricks.ablation import Store, ablate, ablate_main
+from bagoftricks.ablation import Store, ablate, ablate_main, load_spec, plan
 from bagoftricks.ablation import launch as slurm_launcher
 from bagoftricks.errors import UserError
 
@@ -79,6 +80,18 @@ def test_submitted_script_and_the_command_that_reports(tmp_path, fake_slurm, mon
                  f"--output={out}/slurm/%A_%a_0_log.out", "--ntasks-per-node=1", "--nodes=1"):  # fmt: skip
         assert f"#SBATCH {line}\n" in script, line
     assert (out / "plan.json").is_file() and not list(out.glob("*/seed*/result.json"))
+
+
+@pytest.mark.slow
+def test_a_failed_task_is_one_sentence_naming_its_log(tmp_path, fake_slurm):
+    """--wait: a task that fails (here a value only the run's own parse sees) stops the report in one sentence; one
+    unfinished run goes out as a plain job, not an array."""
+    pytest.importorskip("submitit")
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", seeds=[0]))
+    store = Store(tmp_path / "out")
+    run = dataclasses.replace(plan(spec, store.out)[0], overrides=("--trainer.max_epochs", "many"))
+    with pytest.raises(UserError, match=r"1 of 1 array task\(s\) of job \d+ failed; see \S+\.err, then repeat the command"):
+        slurm_launcher.submit(store, [run], {}, True, spec, Console(file=io.StringIO()))
 
 
 @pytest.mark.slow
