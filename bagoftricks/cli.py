@@ -201,6 +201,19 @@ def check_length(max_epochs: int | None, max_steps: int | None, limit_train_batc
         raise ConfigError("trainer.limit_train_batches 0 trains nothing; set a fraction in (0, 1] or a number of batches.")
 
 
+def check_monitors(model: Any, callbacks: list[Any]) -> None:
+    """A checkpoint's monitor must be a metric the module logs, or it is found missing only after the first
+    epoch has trained (``fit`` and ``bagoftricks ablate``'s plan share it)."""
+    logged = model.monitorable_metrics() if isinstance(model, ClassificationModule) else None
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if logged is not None and monitor is not None and monitor not in logged:
+            raise ConfigError(
+                f"checkpoint.monitor {monitor} is not a metric this run logs; use one of {', '.join(sorted(logged))}, "
+                "or null to keep only the last checkpoint."
+            )
+
+
 def check_image_sizes(backbone: str, smallest: int, sizes: dict[str, int | None]) -> None:
     """Refuse a ``data.<key>`` image side below the ``smallest`` the backbone takes."""
     for key, size in sizes.items():
@@ -293,7 +306,7 @@ class BagOfTricksCLI(LightningCLI):
         path = config.get("ckpt_path")
         if self.subcommand in ("fit", None):
             check_length(self.trainer.max_epochs, self.trainer.max_steps, self.trainer.limit_train_batches)
-            self._check_monitors()
+            check_monitors(self.model, self.trainer.checkpoint_callbacks)
         sizes = {key: getattr(self.datamodule, key, None) for key in ("image_size", "test_image_size")}
         check_image_sizes(self.model.hparams.backbone, min_image_size(self.model.backbone), sizes)
         if path == "best" and not any(getattr(cb, "best_model_path", "") for cb in self.trainer.checkpoint_callbacks):
@@ -321,18 +334,6 @@ class BagOfTricksCLI(LightningCLI):
             )
 
     before_fit = before_validate = before_test = before_predict = _check_run
-
-    def _check_monitors(self) -> None:
-        """A checkpoint's monitor must be a metric the module logs, or it is found missing only
-        after the first epoch has trained."""
-        logged = self.model.monitorable_metrics() if isinstance(self.model, ClassificationModule) else None
-        for callback in self.trainer.checkpoint_callbacks:
-            monitor = getattr(callback, "monitor", None)
-            if logged is not None and monitor is not None and monitor not in logged:
-                raise ConfigError(
-                    f"checkpoint.monitor {monitor} is not a metric this run logs; use one of {', '.join(sorted(logged))}, "
-                    "or null to keep only the last checkpoint."
-                )
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]):
         # The checkpoint group always adds a ModelCheckpoint, which Lightning refuses beside

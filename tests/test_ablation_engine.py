@@ -110,8 +110,9 @@ def test_plan_json_holds_the_plan_and_only_1_1_trains_once(tmp_path, monkeypatch
         ({"trainer.max_epochs": 0}, "must be positive: 0 trains nothing"),
         ({"trainer.limit_train_batches": 0}, "limit_train_batches 0 trains nothing"),
         ({"model.teacher": "nowhere.ckpt"}, "model.teacher nowhere.ckpt does not exist"),
+        ({"checkpoint.monitor": "val/acc"}, "checkpoint.monitor val/acc is not a metric this run logs"),
     ],
-    ids=["constructor-value", "image-smaller-than-backbone", "zero-epochs", "zero-batches", "missing-teacher"],
+    ids=["constructor-value", "image-smaller-than-backbone", "zero-epochs", "zero-batches", "missing-teacher", "unlogged-monitor"],
 )
 def test_a_bad_last_step_is_refused_before_any_run(tmp_path, monkeypatch, set_, words):
     calls = []

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bagoftricks import ClassificationModule
-from bagoftricks.cli import cli_main
+from bagoftricks.cli import check_monitors, cli_main
 from bagoftricks.data import DigitsDataModule
 from bagoftricks.errors import ConfigError, DataError, UserError
 from conftest import DIGITS_BASE, NARROW, TINY, fit
@@ -159,7 +159,7 @@ def test_legitimate_neighbours_are_accepted(tmp_path):
     """The values next to the refused ones: an EMA metric with EMA on, mixing paused for the last of two epochs."""
     cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, "--model.ema_decay", "0.9", "--checkpoint.monitor", "val_ema/top1",
               run=False, checkpoint=True)  # fmt: skip
-    cli._check_monitors()
+    check_monitors(cli.model, cli.trainer.checkpoint_callbacks)
     for flags in (["--schedule.gamma", "1.0", "--schedule.final_lr_factor", "1.0"], ["--trainer.limit_train_batches", "1.0"]):
         fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, *flags, run=False)
     cli = fit(tmp_path, "-c", str(DIGITS_BASE), *TINY, *FAST, "--trainer.max_epochs", "2", "--model.mixup_alpha", "0.2",

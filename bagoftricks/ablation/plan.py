@@ -161,10 +161,10 @@ def _smallest_side(backbone: Any, kwargs: dict[str, Any]) -> int:
 
 def check_step(where: str, config: Namespace, files: bool) -> str | None:
     """What ``fit`` refuses before training, for one step's parsed config (its seeds change nothing checked here),
-    each message after ``where``: the training length, the warmup, the image sizes the backbone takes, and what the
-    model's and data module's constructors check (built on the meta device: no weights). Teacher and pretrained
-    weights are not loaded but, with ``files`` (not ``--dry-run``), must exist, as must the dataset. Returns a
-    warning (warmup covering every epoch) or None."""
+    each message after ``where``: the training length, the warmup, the image sizes the backbone takes, what the
+    model's and data module's constructors check (built on the meta device: no weights) and the checkpoint's
+    monitor. Teacher and pretrained weights are not loaded but, with ``files`` (not ``--dry-run``), must exist,
+    as must the dataset. Returns a warning (warmup covering every epoch) or None."""
     epochs, warmup = config.get("trainer.max_epochs"), config.get("schedule.warmup_epochs")
     backbone, config, parser = config.get("model.backbone"), config.clone(), fit_parser()
     try:
@@ -180,7 +180,8 @@ def check_step(where: str, config: Namespace, files: bool) -> str | None:
                 raise ConfigError(f"{key} {path} does not exist; create it first (a teacher's command is on its config's first line).")
             config[key] = None
         with torch.device("meta"):  # the constructors' checks without allocating or initialising any weight
-            (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
+            built = (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
+        cli.check_monitors(built.model, [built.checkpoint, *(built.get("trainer.callbacks") or [])])
     except (ValueError, TypeError, UserError) as err:
         if (cause := cli.user_cause(err)) is None:
             raise
