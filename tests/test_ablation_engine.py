@@ -111,8 +111,10 @@ def test_plan_json_holds_the_plan_and_only_1_1_trains_once(tmp_path, monkeypatch
         ({"trainer.limit_train_batches": 0}, "limit_train_batches 0 trains nothing"),
         ({"model.teacher": "nowhere.ckpt"}, "model.teacher nowhere.ckpt does not exist"),
         ({"checkpoint.monitor": "val/acc"}, "checkpoint.monitor val/acc is not a metric this run logs"),
+        ({"trainer.limit_val_batches": 1.5}, "trainer.limit_val_batches must be a fraction in [0, 1]"),
     ],
-    ids=["constructor-value", "image-smaller-than-backbone", "zero-epochs", "zero-batches", "missing-teacher", "unlogged-monitor"],
+    ids=["constructor-value", "image-smaller-than-backbone", "zero-epochs", "zero-batches", "missing-teacher", "unlogged-monitor",
+         "trainer-value"],  # fmt: skip
 )
 def test_a_bad_last_step_is_refused_before_any_run(tmp_path, monkeypatch, set_, words):
     calls = []
@@ -121,6 +123,13 @@ def test_a_bad_last_step_is_refused_before_any_run(tmp_path, monkeypatch, set_, 
     message = user_error([str(spec), "--out", str(tmp_path / "out"), "--jobs", "1"])
     assert message.startswith(f"{spec}: step 'bad': ") and words in message
     assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_a_gpu_spec_plans_on_a_cpu_login_node(tmp_path, capsys):
+    """The accelerator is the run's machine's to check: a login node without a GPU plans a GPU spec for SLURM."""
+    spec = write_spec(tmp_path / "spec.yaml", steps=[{"name": "baseline", "set": {"trainer.accelerator": "gpu"}}])
+    ablate_main([str(spec), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert "--trainer.accelerator gpu" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- command-line values

@@ -161,7 +161,7 @@ def _smallest_side(backbone: Any, kwargs: dict[str, Any]) -> int:
 
 def check_step(where: str, config: Namespace, files: bool) -> str | None:
     """What ``fit`` refuses before training, for one step's parsed config (its seeds change nothing checked here),
-    each message after ``where``: the training length, the warmup, the image sizes the backbone takes, what the
+    each message after ``where``: the training length and trainer values, the warmup, the image sizes, what the
     model's and data module's constructors check (built on the meta device: no weights) and the checkpoint's
     monitor. Teacher and pretrained weights are not loaded but, with ``files`` (not ``--dry-run``), must exist,
     as must the dataset. Returns a warning (warmup covering every epoch) or None."""
@@ -169,6 +169,7 @@ def check_step(where: str, config: Namespace, files: bool) -> str | None:
     backbone, config, parser = config.get("model.backbone"), config.clone(), fit_parser()
     try:
         cli.check_length(epochs, config.get("trainer.max_steps"), config.get("trainer.limit_train_batches"))
+        cli.check_trainer_config({**vars(config.trainer), "accelerator": None})  # the GPU is the run's machine's to check
         if warmup and epochs and warmup > epochs:  # the schedule would refuse it at the run's start
             raise ConfigError(
                 f"schedule.warmup_epochs ({warmup:g}) is longer than trainer.max_epochs ({epochs}); shorten the warmup or train longer."
