@@ -12,8 +12,9 @@ import yaml
 from conftest import DIGITS_BASE
 from test_ablation import TINY_SET
 
-from bagoftricks.ablation import load_spec, plan, write_report
+from bagoftricks.ablation import ablate_main, load_spec, plan, write_report
 from bagoftricks.ablation.design import GENERATORS, LETTERS, design, effects
+from bagoftricks.ablation.spec import step_folder
 from bagoftricks.errors import ConfigError, DataError
 
 TRICKS = [
@@ -138,3 +139,17 @@ def test_factorial_report_from_written_results(tmp_path):
     # Every seed gives the same estimate: no interval, no mark (a zero-variance t-interval would mark any shift).
     assert "| mixup | +6.00 (no spread) |" in text and "| ls x mixup | +2.00 (no spread) |" in text
     assert "| ls | +11.50 [" in text and "every effect is estimated free of every other" in text
+
+
+def test_report_of_an_older_factorial_folder_plans_again(tmp_path):
+    """`--report` on a folder an older version wrote (design.json, no plan.json) writes the plan, then the effects."""
+    path = spec_file(tmp_path, "factorial", TRICKS[:2])
+    spec, out = load_spec(path), tmp_path / "out"
+    for i, step in enumerate(spec.steps):
+        for seed in (0, 1):
+            (out / step_folder(i, step.name) / f"seed{seed}").mkdir(parents=True)
+            result = {"step_index": i, "step": step.name, "seed": seed, "val_top1": 80.0 + 5 * i + seed, "val_top1_curve": [1.0]}
+            (out / step_folder(i, step.name) / f"seed{seed}" / "result.json").write_text(json.dumps(result))
+    (out / "design.json").write_text("{}")
+    ablate_main([str(path), "--out", str(out), "--report"])
+    assert "### Factorial effects (2^2 full factorial; 4 runs per seed, 2 complete seed(s))" in (out / "results.md").read_text()

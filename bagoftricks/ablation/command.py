@@ -107,10 +107,10 @@ def ablate(
     if dry_run or export_sweep is not None:
         return store.out
     with store.disk_errors(), store.lock():
+        store.write_plan(runs, spec)  # also for --report: a factorial's effects come from the current plan
         if report_only:
             _report(spec, store, runs, console)
             return store.out
-        store.write_plan(runs, spec)
         if any(run.wandb is not None for run in runs):
             default_wandb_offline(console)
         todo = _unfinished(store, selected, console)
