@@ -107,7 +107,8 @@ def ablate(
     if dry_run or export_sweep is not None:
         return store.out
     with store.disk_errors(), store.lock():
-        store.write_plan(runs, spec)  # also for --report: a factorial's effects come from the current plan
+        if not (report_only and store.plan_json.is_file()):  # --report on an older version's folder plans too
+            store.write_plan(runs, spec)
         if report_only:
             _report(spec, store, runs, console)
             return store.out
