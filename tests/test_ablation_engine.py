@@ -261,6 +261,19 @@ def test_second_process_on_one_out_is_refused(tmp_path):
     assert f"another `bagoftricks ablate` is running on --out {tmp_path / 'out'}" in message
 
 
+def test_only_calls_share_the_folder_as_sweep_agents_do(tmp_path, monkeypatch):
+    """Two W&B sweep agents (``--only``) train beside each other; a whole ablation waits for them, and they for it."""
+    calls = []
+    monkeypatch.setattr(launch, "execute", fake_execute(calls))
+    spec, out = write_spec(tmp_path / "spec.yaml"), tmp_path / "out"
+    with Store(out).lock(shared=True):  # the first agent, training run 0
+        ablate_main([str(spec), "--out", str(out), "--jobs", "1", "--only", "1"])
+        assert calls == [1]
+        assert "another `bagoftricks ablate` is running" in user_error([str(spec), "--out", str(out), "--jobs", "1"])
+    with Store(out).lock():
+        assert "another `bagoftricks ablate` is running" in user_error([str(spec), "--out", str(out), "--only", "2"])
+
+
 def test_lock_of_a_killed_process_is_not_stale(tmp_path, monkeypatch):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from bagoftricks.ablation.store import Store\n"

@@ -106,7 +106,7 @@ def ablate(
             print(run.command())
     if dry_run or export_sweep is not None:
         return store.out
-    with store.disk_errors(), store.lock():
+    with store.disk_errors(), store.lock(shared=only is not None):
         if not (report_only and store.plan_json.is_file()):  # --report on an older version's folder plans too
             store.write_plan(runs, spec)
         if report_only:

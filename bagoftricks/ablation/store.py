@@ -44,12 +44,13 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 @contextmanager
-def _flock(path: Path) -> Iterator[bool]:
-    """True while this process holds the lock on ``path``; False (at once) when another process does."""
+def _flock(path: Path, shared: bool = False) -> Iterator[bool]:
+    """True while this process holds the lock on ``path`` (``shared``: with other shared holders); False (at
+    once) when another process holds it in a conflicting way."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             yield False
             return
@@ -83,8 +84,9 @@ class Store:
             ) from err
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """This process's hold on the folder; a file, a folder it cannot write or another ``ablate`` there is refused."""
+    def lock(self, shared: bool = False) -> Iterator[None]:
+        """This process's hold on the folder; a file, a folder it cannot write or another ``ablate`` there is refused,
+        but ``shared`` holders (``--only`` calls: W&B sweep agents) train beside each other under their run locks."""
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is a file, not a folder; name a folder (a new one, or this spec's earlier output).")
         try:
@@ -92,7 +94,7 @@ class Store:
             (self.out / ".ablate.lock").touch()
         except OSError as err:
             raise UserError(f"cannot write to --out {self.out} ({err.strerror}); choose a folder you can write to.") from None
-        with _flock(self.out / ".ablate.lock") as held:
+        with _flock(self.out / ".ablate.lock", shared) as held:
             if not held:
                 raise UserError(
                     f"another `bagoftricks ablate` is running on --out {self.out}; wait for it to end (its finished runs "
