@@ -90,7 +90,7 @@ def test_a_failed_task_is_one_sentence_naming_its_log(tmp_path, fake_slurm):
     spec = load_spec(write_spec(tmp_path / "spec.yaml", seeds=[0]))
     store = Store(tmp_path / "out")
     run = dataclasses.replace(plan(spec, store.out)[0], overrides=("--trainer.max_epochs", "many"))
-    with pytest.raises(UserError, match=r"1 of 1 array task\(s\) of job \d+ failed; see \S+\.err, then repeat the command"):
+    with pytest.raises(UserError, match=r"1 of 1 task\(s\) of job \d+ failed; see \S+\.err, then repeat the command"):
         slurm_launcher.submit(store, [run], {}, True, spec, Console(file=io.StringIO()))
 
 

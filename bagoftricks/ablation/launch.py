@@ -180,6 +180,6 @@ def submit(store: Store, todo: list[PlannedRun], options: dict[str, Any], wait: 
     failed = [job for job in jobs if job.exception() is not None]  # the task's own error, or a task SLURM killed
     if failed:
         logs = ", ".join(str(job.paths.stderr) for job in failed[:3])
-        raise UserError(f"{len(failed)} of {len(jobs)} array task(s) of job {array} failed; see {logs}, then repeat the command to finish the remaining runs.")
+        raise UserError(f"{len(failed)} of {len(jobs)} task(s) of job {array} failed; see {logs}, then repeat the command to finish the remaining runs.")
     console.print(f"job array {array}: all {len(jobs)} tasks done.")
     return True

@@ -153,8 +153,9 @@ def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
 def _smallest_side(backbone: Any, kwargs: dict[str, Any]) -> int:
     """``min_image_size`` of a backbone name with its layout flags; 0 for a wrong name or flag (the module refuses
     it in its own words)."""
+    flags = {k: v for k, v in kwargs.items() if k in ("stem", "blur_pool")}
     try:
-        return min_image_size(backbone, **{k: v for k, v in kwargs.items() if k in ("stem", "blur_pool")}) if isinstance(backbone, str) else 0
+        return min_image_size(backbone, **flags) if isinstance(backbone, str) else 0
     except (ValueError, TypeError, KeyError):
         return 0
 
