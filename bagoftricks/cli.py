@@ -214,12 +214,14 @@ def check_monitors(model: Any, callbacks: list[Any]) -> None:
             )
 
 
-def check_image_sizes(backbone: str, smallest: int, sizes: dict[str, int | None]) -> None:
-    """Refuse a ``data.<key>`` image side below the ``smallest`` the backbone takes."""
-    for key, size in sizes.items():
-        if size is not None and size < smallest:
+def check_image_sizes(model: Any, datamodule: Any) -> None:
+    """Refuse a data module's image side below the smallest the model's backbone takes (``fit`` and ``bagoftricks
+    ablate``'s plan share it; the plan's model is built on the meta device)."""
+    smallest = min_image_size(model.backbone)
+    for key in ("image_size", "test_image_size"):
+        if (size := getattr(datamodule, key, None)) is not None and size < smallest:
             raise ConfigError(
-                f"data.{key} {size} is smaller than model.backbone {backbone} takes ({smallest} px); "
+                f"data.{key} {size} is smaller than model.backbone {model.hparams.backbone} takes ({smallest} px); "
                 f"use data.{key} {smallest} or more."
             )
 
@@ -307,8 +309,7 @@ class BagOfTricksCLI(LightningCLI):
         if self.subcommand in ("fit", None):
             check_length(self.trainer.max_epochs, self.trainer.max_steps, self.trainer.limit_train_batches)
             check_monitors(self.model, self.trainer.checkpoint_callbacks)
-        sizes = {key: getattr(self.datamodule, key, None) for key in ("image_size", "test_image_size")}
-        check_image_sizes(self.model.hparams.backbone, min_image_size(self.model.backbone), sizes)
+        check_image_sizes(self.model, self.datamodule)
         if path == "best" and not any(getattr(cb, "best_model_path", "") for cb in self.trainer.checkpoint_callbacks):
             raise ConfigError(
                 "--ckpt_path best names the best checkpoint of a fit run earlier in this same process, and none has; "

@@ -21,7 +21,7 @@ from jsonargparse import Namespace
 from bagoftricks import cli
 from bagoftricks.ablation.spec import WANDB_LOGGER, Spec, one_line, set_args, step_folder, wandb_init_args
 from bagoftricks.errors import ConfigError, MissingDataError, UserError
-from bagoftricks.models.resnet import MODEL_FLAGS, min_image_size
+from bagoftricks.models.resnet import MODEL_FLAGS
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ def fit_parser():
     except _ParserBuilt as built:
         (parser,) = built.args
     parser.exit_on_error = False
+    parser.allow_abbrev = False  # `trainer.max_epoch` is a typo here, not `trainer.max_epochs` (jsonargparse 5's default)
     return parser
 
 
@@ -144,30 +145,17 @@ def _parse(spec: Spec, run: PlannedRun, extra: dict[str, Any]) -> Namespace:
             raise ConfigError(f"{where}: its config files ({', '.join(files)}) do not parse: {problem}; fix them.") from None
         problem = textwrap.shorten(str(err), 300, placeholder="...")
         raise ConfigError(_unknown_key(spec, run, extra, known) or f"{where}: {problem}; fix that value in the spec.") from None
-    # The parser accepts abbreviations (`trainer.max_epoch`), which its next major version refuses.
-    if problem := _unknown_key(spec, run, extra, cli_keys(config)):
-        raise ConfigError(problem)
     return config
-
-
-def _smallest_side(backbone: Any, kwargs: dict[str, Any]) -> int:
-    """``min_image_size`` of a backbone name with its layout flags; 0 for a wrong name or flag (the module refuses
-    it in its own words)."""
-    flags = {k: v for k, v in kwargs.items() if k in ("stem", "blur_pool")}
-    try:
-        return min_image_size(backbone, **flags) if isinstance(backbone, str) else 0
-    except (ValueError, TypeError, KeyError):
-        return 0
 
 
 def check_step(where: str, config: Namespace, files: bool) -> str | None:
     """What ``fit`` refuses before training, for one step's parsed config (its seeds change nothing checked here),
-    each message after ``where``: the training length and trainer values, the warmup, the image sizes, what the
-    model's and data module's constructors check (built on the meta device: no weights) and the checkpoint's
-    monitor. Teacher and pretrained weights are not loaded but, with ``files`` (not ``--dry-run``), must exist,
-    as must the dataset. Returns a warning (warmup covering every epoch) or None."""
+    each message after ``where``: the training length and trainer values, the warmup, what the model's and data
+    module's constructors check (built on the meta device: no weights), the image sizes the backbone takes and the
+    checkpoint's monitor. Teacher and pretrained weights are not loaded but, with ``files`` (not ``--dry-run``),
+    must exist, as must the dataset. Returns a warning (warmup covering every epoch) or None."""
     epochs, warmup = config.get("trainer.max_epochs"), config.get("schedule.warmup_epochs")
-    backbone, config, parser = config.get("model.backbone"), config.clone(), fit_parser()
+    config, parser = config.clone(), fit_parser()
     try:
         cli.check_length(epochs, config.get("trainer.max_steps"), config.get("trainer.limit_train_batches"))
         cli.check_trainer_config({**vars(config.trainer), "accelerator": None})  # the GPU is the run's machine's to check
@@ -175,14 +163,13 @@ def check_step(where: str, config: Namespace, files: bool) -> str | None:
             raise ConfigError(
                 f"schedule.warmup_epochs ({warmup:g}) is longer than trainer.max_epochs ({epochs}); shorten the warmup or train longer."
             )
-        sizes = {key: config.get(f"data.init_args.{key}") for key in ("image_size", "test_image_size")}
-        cli.check_image_sizes(backbone, _smallest_side(backbone, dict(config.get("model.backbone_kwargs") or {})), sizes)
         for key in ("model.teacher", "model.pretrained"):
             if (path := config.get(key)) and files and not Path(path).is_file():
                 raise ConfigError(f"{key} {path} does not exist; create it first (a teacher's command is on its config's first line).")
             config[key] = None
         with torch.device("meta"):  # the constructors' checks without allocating or initialising any weight
             built = (getattr(parser, "instantiate", None) or parser.instantiate_classes)(config)
+        cli.check_image_sizes(built.model, built.data)
         cli.check_monitors(built.model, [built.checkpoint, *(built.get("trainer.callbacks") or [])])
     except (ValueError, TypeError, UserError) as err:
         if (cause := cli.user_cause(err)) is None:
