@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bagoftricks.ablation import mcnemar, write_report
-from bagoftricks.ablation.evidence import bootstrap_difference, per_class_delta
+from bagoftricks.ablation.stats import bootstrap_difference, per_class_delta
 
 N = 40  # images; labels 0..3, ten of each
 LABELS = torch.arange(N) % 4

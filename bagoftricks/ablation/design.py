@@ -125,21 +125,17 @@ def effects(plan: Design, responses: dict[int, list[float]]) -> list[Effect]:
     return [replace(row, p_holm=p) for row, p in zip(rows, holm([row.p for row in rows]))]
 
 
-def design_record(plan: Design, step_names: list[str]) -> dict:
-    """What plan.json keeps: enough to rebuild the design and map its rows to steps."""
-    return {"factors": list(plan.factors), "runs_per_seed": len(plan.matrix), "generators": list(plan.generators), "steps": step_names}
-
-
 def effects_section(record: dict, records: list) -> str:
-    """The markdown section of results.md with the main effects and two-way interactions of a factorial ablation,
-    from the runs' records (diverged runs left out: a seed missing a row is not a complete replicate)."""
+    """The markdown section of results.md with the main effects and two-way interactions of a factorial ablation
+    (``record``: plan.json's factors and runs per seed; step i is row i), from the runs' records (diverged runs left
+    out: a seed missing a row is not a complete replicate)."""
     plan = design(record["factors"], record["runs_per_seed"])
-    by_seed: dict[int, dict[str, float]] = {}
+    k, runs = len(plan.factors), len(plan.matrix)
+    by_seed: dict[int, dict[int, float]] = {}
     for run in records:
         if run.val_top1 is not None and not run.diverged:
-            by_seed.setdefault(run.seed, {})[run.step] = run.val_top1
-    complete = {seed: [values[name] for name in record["steps"]] for seed, values in sorted(by_seed.items()) if set(record["steps"]) <= set(values)}
-    k, runs = len(plan.factors), len(plan.matrix)
+            by_seed.setdefault(run.seed, {})[run.step_index] = run.val_top1
+    complete = {seed: [values[i] for i in range(runs)] for seed, values in sorted(by_seed.items()) if set(range(runs)) <= set(values)}
     kind = f"2^{k} full factorial"
     if plan.generators:
         resolution = ROMAN.get(plan.resolution, plan.resolution)

@@ -1,5 +1,6 @@
 """Train one planned run in this process (``cli_main(args, run=False)``, checked by the CLI's ``before_fit``),
-resuming it if it was killed, and write its ``RunRecord``; a diverged run is recorded, not raised."""
+resuming it if it was killed, and write its ``RunRecord`` and ``predictions.pt`` (each image's top-k classes with the
+final weights); a diverged run is recorded, not raised."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from bagoftricks.ablation.evidence import save_predictions
 from bagoftricks.ablation.plan import PlannedRun
 from bagoftricks.ablation.record import DIVERGED, FINISHED, RunRecord, divergence, read_metrics, summarize_run
 from bagoftricks.ablation.store import Store
@@ -32,6 +32,7 @@ from bagoftricks.models import model_stats
 
 # Set for the processes a multi-process strategy starts from this one: they train this run, nothing else.
 RUN_ENV = "BAGOFTRICKS_ABLATION_RUN"
+TOP_K = 5  # enough for top-5 accuracy and for "which classes does it confuse"
 
 
 class EpochTimer(Callback):
@@ -42,6 +43,42 @@ class EpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("time/epoch_s", time.perf_counter() - self.start, on_step=False, on_epoch=True)
+
+
+class PredictionRecorder(Callback):
+    """Keeps the top-k class ids and the labels of every batch ``trainer.predict`` sees."""
+
+    def __init__(self) -> None:
+        self.topk: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.topk.append(outputs.topk(min(TOP_K, outputs.shape[-1]), dim=-1).indices.to("cpu", torch.int16))
+        self.labels.append(batch[1].to("cpu", torch.int16))
+
+
+def predict_split(trainer: L.Trainer, model: L.LightningModule, loader) -> dict[str, torch.Tensor]:
+    """``{"topk": int16 [N, k], "labels": int16 [N]}`` of the final weights on one loader, in its (fixed) order."""
+    recorder = PredictionRecorder()
+    trainer.callbacks.append(recorder)
+    try:
+        trainer.predict(model, dataloaders=loader, return_predictions=False)
+    finally:
+        trainer.callbacks.remove(recorder)
+    return {"topk": torch.cat(recorder.topk), "labels": torch.cat(recorder.labels)}
+
+
+def predict(trainer: L.Trainer, model: L.LightningModule, datamodule, with_test: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """A run's val (and test) predictions with its final weights (``predictions.pt``); under DDP, called on rank 0
+    alone, a one-device trainer predicts every image."""
+    if trainer.world_size > 1:
+        root = trainer.strategy.root_device
+        trainer = L.Trainer(accelerator=root.type, devices=[root.index] if root.type == "cuda" else 1, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, precision=trainer.precision)  # fmt: skip
+    predictions = {"val": predict_split(trainer, model, datamodule.val_dataloader())}
+    if with_test:
+        predictions["test"] = predict_split(trainer, model, datamodule.test_dataloader())
+    return predictions
 
 
 @contextlib.contextmanager
@@ -143,8 +180,8 @@ def execute(run: PlannedRun, store: Store) -> RunRecord | None:
         if with_test and not note:
             # The final weights, like the reported val top-1 (the best epoch's would be biased).
             trainer.test(model, datamodule=datamodule, verbose=False)
-        if not note:
-            save_predictions(run.run_dir / "predictions.pt", trainer, model, datamodule, with_test)
+        if not note and trainer.is_global_zero:
+            store.write_predictions(run, predict(trainer, model, datamodule, with_test))
         stats = model_stats(model.backbone, datamodule.image_size)
     finally:
         if run.wandb is not None:

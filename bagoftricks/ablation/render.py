@@ -9,15 +9,17 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from rich.console import Console
+from rich.table import Table
 
 from bagoftricks.ablation.design import effects_section
-from bagoftricks.ablation.evidence import per_image_section
 from bagoftricks.ablation.record import RunRecord, by_step, read_metrics
 from bagoftricks.ablation.spec import read_yaml
-from bagoftricks.ablation.stats import Paired, StepSummary, interval_text, paired, summarize
+from bagoftricks.ablation.stats import Paired, StepSummary, bootstrap_difference, interval_text, mcnemar, paired, per_class_delta, summarize
 from bagoftricks.ablation.store import Store, atomic_write
 
 FOOTER = (
@@ -64,10 +66,7 @@ def markdown_table(summaries: list[StepSummary], title: str | None = None) -> st
     return "\n".join([*lines, "", FOOTER, ""])
 
 
-def print_table(summaries: list[StepSummary], title: str | None = None, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def print_table(summaries: list[StepSummary], title: str | None = None, console: Console | None = None) -> None:
     header, rows = table_rows(summaries)
     table = Table(title=title, caption=FOOTER, caption_justify="left")
     for i, name in enumerate(header):
@@ -121,6 +120,36 @@ def readouts_section(records: list) -> str:
     note = ("Readout − raw: the EMA's (or flip-averaged) top-1 minus the raw top-1 of the same run, mean over seeds with "
             "its 95% paired-t interval (`~`: includes 0; no Holm adjustment here). Neither readout changes training.")
     return "\n".join(["", *lines, "", note, ""])
+
+
+def per_image_section(out_dir: Path, records: list, comparisons: list[tuple[str, str]], largest: int = 3) -> str:
+    """The markdown section of results.md on the runs' predictions; empty without ``predictions.pt`` files."""
+    found = Store(out_dir).correct(records)
+    if found is None:
+        return ""
+    split, correct, labels = found
+    lines = [f"### Image by image ({split} split, {len(labels)} images)", ""]
+    lines += ["| step | vs | seeds | only vs right | only step right | McNemar mid-p | Δ top-1 [95% bootstrap] |", "|---|---|---|---|---|---|---|"]
+    effects = []
+    for step, reference in comparisons:
+        seeds = sorted(set(correct.get(step, {})) & set(correct.get(reference, {})))
+        if not seeds:
+            continue
+        a = torch.stack([correct[step][s] for s in seeds])
+        b = torch.stack([correct[reference][s] for s in seeds])
+        only_b, only_a = int((b & ~a).sum()), int((a & ~b).sum())
+        _, mid_p = mcnemar(only_a, only_b)
+        delta = 100 * (a.float().mean() - b.float().mean()).item()
+        low, high = bootstrap_difference(a, b)
+        lines.append(f"| {step} | {reference} | {len(seeds)} | {only_b} | {only_a} | {mid_p:.3g} | {delta:+.2f} [{low:+.2f}, {high:+.2f}] |")
+        effects.append((abs(delta), step, reference, per_class_delta(a, b, labels)))
+    lines += ["", "Only vs / only step right: images (summed over the paired seeds) one run of the pair gets right and the other "
+              "does not (equal accuracy, different mistakes shows here); McNemar's mid-p treats them as fair coins under no "
+              "effect; the bootstrap resamples images and seeds together.", ""]
+    for _, step, reference, classes in sorted(effects, key=lambda e: -e[0])[:largest]:
+        moves = ", ".join(f"class {cls} {d:+.1f}" for cls, d in classes if not math.isclose(d, 0.0, abs_tol=1e-9)) or "none"
+        lines.append(f"- {step} vs {reference}: largest per-class accuracy changes (points): {moves}.")
+    return "\n".join([*lines, ""])
 
 
 def budget_table(records: list, summaries: list[StepSummary]) -> dict[str, dict[float, StepSummary]]:

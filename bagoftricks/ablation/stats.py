@@ -1,5 +1,6 @@
 """The statistics of an ablation table: paired-by-seed t-intervals (same seed = same initialisation and data
-order), Holm's adjustment (Holm 1979) and McNemar's test on the per-image evidence; scipy's distributions."""
+order), Holm's adjustment (Holm 1979); on the per-image evidence (``predictions.pt``), McNemar's test, a paired
+bootstrap over images and seeds and the classes that move most."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 
+import torch
 from scipy.stats import binom
 from scipy.stats import t as student_t
 
@@ -85,6 +87,32 @@ def mcnemar(only_a: int, only_b: int) -> tuple[float, float]:
         return 1.0, 1.0
     tail, at_k = float(binom.cdf(k, n, 0.5)), float(binom.pmf(k, n, 0.5))
     return min(1.0, 2 * tail), min(1.0, 2 * (tail - 0.5 * at_k))
+
+
+def bootstrap_difference(a: torch.Tensor, b: torch.Tensor, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of mean(a) - mean(b) (in points) for correctness ``[seeds, images]``,
+    resampling images and seeds together (the same images and seeds for both: a paired bootstrap)."""
+    generator = torch.Generator().manual_seed(seed)
+    difference = a.float() - b.float()  # [S, N]
+    seeds, images = difference.shape
+    means = []
+    for start in range(0, samples, 250):  # chunks bound the memory to 250 x S x N
+        n = min(250, samples - start)
+        seed_index = torch.randint(seeds, (n, seeds), generator=generator)
+        image_index = torch.randint(images, (n, images), generator=generator)
+        resampled = difference[seed_index.unsqueeze(-1), image_index.unsqueeze(1)]  # [n, S, N]
+        means.append(resampled.mean(dim=(1, 2)))
+    low, high = torch.quantile(torch.cat(means), torch.tensor([0.025, 0.975])).tolist()
+    return 100 * low, 100 * high
+
+
+def per_class_delta(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, top: int = 3) -> list[tuple[int, float]]:
+    """The ``top`` classes whose accuracy (mean over seeds, points) changes most from ``b`` to ``a``."""
+    deltas = []
+    for cls in labels.unique().tolist():
+        mask = labels == cls
+        deltas.append((cls, 100 * (a[:, mask].float().mean() - b[:, mask].float().mean()).item()))
+    return sorted(deltas, key=lambda item: -abs(item[1]))[:top]
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The output folder of an ablation: atomic writes (``os.replace``), ``flock`` locks (released when a process
-dies), the plan, the records and the exports."""
+dies), the plan, the records, the predictions and the exports."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from bagoftricks.ablation.design import design_record
+import torch
+
 from bagoftricks.ablation.plan import PlannedRun
 from bagoftricks.ablation.record import RunRecord
 from bagoftricks.ablation.spec import Spec, step_folder
@@ -108,7 +109,7 @@ class Store:
     def write_plan(self, runs: list[PlannedRun], spec: Spec) -> None:
         data = {"spec": str(spec.path), "name": spec.name, "runs": [run.to_json() for run in runs]}
         if spec.design is not None:
-            data["design"] = design_record(spec.design, [step.name for step in spec.steps])
+            data["design"] = {"factors": list(spec.design.factors), "runs_per_seed": len(spec.design.matrix)}  # row i: step i
         atomic_write(self.plan_json, json.dumps(data, indent=1) + "\n")
 
     def read_plan(self) -> list[PlannedRun]:
@@ -148,6 +149,27 @@ class Store:
             if spec is None or record.step == folders[path.parent.parent.name]:
                 records.append(dataclasses.replace(record, run_dir=path.parent.relative_to(self.out).as_posix()))
         return sorted(records, key=lambda r: (r.step_index, r.seed))
+
+    def write_predictions(self, run: PlannedRun, predictions: dict[str, dict[str, torch.Tensor]]) -> None:
+        with replacing(run.run_dir / "predictions.pt") as tmp:
+            torch.save(predictions, tmp)
+
+    def correct(self, records: list[RunRecord]) -> tuple[str, dict[str, dict[int, torch.Tensor]], torch.Tensor] | None:
+        """The split used, each step's per-seed top-1 correctness (bool [N]) and the labels; None without predictions."""
+        loaded = {}
+        for record in records:
+            path = self.out / record.run_dir / "predictions.pt"
+            if path.is_file():
+                loaded[(record.step, record.seed)] = torch.load(path, weights_only=True)
+        if not loaded:
+            return None
+        split = "test" if all("test" in p for p in loaded.values()) else "val"
+        labels = next(iter(loaded.values()))[split]["labels"]
+        correct: dict[str, dict[int, torch.Tensor]] = {}
+        for (step, seed), p in loaded.items():
+            if torch.equal(p[split]["labels"], labels):  # runs over another split size cannot be paired image by image
+                correct.setdefault(step, {})[seed] = p[split]["topk"][:, 0] == labels
+        return split, correct, labels
 
     def export_csv(self, records: list[RunRecord]) -> None:
         buffer = io.StringIO()
