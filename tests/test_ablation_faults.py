@@ -132,6 +132,14 @@ def test_warmup_covering_all_epochs_warns_naming_the_step(tmp_path):
     assert "warning" not in buffer.getvalue()
 
 
+@pytest.mark.parametrize("text", ["- 1\n- 2\n", "just words\n"], ids=["list", "scalar"])
+def test_a_config_that_is_no_mapping_is_one_sentence(tmp_path, text):
+    (tmp_path / "base.yaml").write_text(text)
+    (tmp_path / "spec.yaml").write_text("base: base.yaml\nsteps: [{name: b}]\n")
+    message = user_error([str(tmp_path / "spec.yaml"), "--dry-run"])
+    assert f"step 'b': its config files ({tmp_path / 'base.yaml'}) do not parse" in message
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [("base: base.yaml\nsteps: [{name: a}\nseeds: [0]\n", 3), ("base: base.yaml\n  steps: 1\n", 2)],

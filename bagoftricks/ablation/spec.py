@@ -278,7 +278,7 @@ def wandb_init_args(spec: Spec) -> dict[str, Any] | None:
     found: dict[str, Any] | None = None
     sources: list[Any] = []
     for config in (*spec.base, *(c for step in spec.steps for c in step.configs)):
-        trainer = (read_yaml(Path(config)) or {}).get("trainer") or {}
+        trainer = data.get("trainer") if isinstance(data := read_yaml(Path(config)), dict) else None  # else the parser refuses it
         sources.append(trainer.get("logger") if isinstance(trainer, dict) else None)
     sources += [values.get("trainer.logger") for values in (spec.set, *(step.set for step in spec.steps))]
     for source in sources:
