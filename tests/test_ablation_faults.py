@@ -17,7 +17,7 @@ import yaml
 from rich.console import Console
 from test_ablation import TINY_SET, TINY_STEPS, write_spec
 
-from bagoftricks.ablation import ablate, ablate_main
+from bagoftricks.ablation import ablate, ablate_main, load_spec, plan
 from bagoftricks.ablation import launch
 from bagoftricks.ablation.store import atomic_write
 from bagoftricks.errors import ConfigError, UserError
@@ -138,6 +138,22 @@ def test_a_config_that_is_no_mapping_is_one_sentence(tmp_path, text):
     (tmp_path / "spec.yaml").write_text("base: base.yaml\nsteps: [{name: b}]\n")
     message = user_error([str(tmp_path / "spec.yaml"), "--dry-run"])
     assert f"step 'b': its config files ({tmp_path / 'base.yaml'}) do not parse" in message
+
+
+@pytest.mark.parametrize("name", ["/tmp/elsewhere", "a/b", "..", ".", 5, [1, 2]])
+def test_a_spec_name_that_is_no_folder_name_is_refused(tmp_path, name):
+    spec = write_spec(tmp_path / "spec.yaml", name=name)
+    assert f"name {name!r} must be one folder's name as text" in user_error([str(spec), "--dry-run"])
+
+
+def test_the_users_wandb_logger_settings_stay_and_a_malformed_logger_is_refused(tmp_path):
+    wandb = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "mine", "entity": "team"}}
+    spec = write_spec(tmp_path / "spec.yaml", name="tricks", steps=[{"name": "a", "set": {"trainer.logger": wandb}}])
+    (run,) = plan(load_spec(spec), tmp_path / "out", seeds=[0], files=False)
+    assert {k: run.wandb[k] for k in ("project", "entity", "group", "name")} == {"project": "mine", "entity": "team", "group": "tricks", "name": "a s0"}
+    assert [logger["class_path"] for logger in run.config["trainer"]["logger"]] == ["lightning.pytorch.loggers.CSVLogger", wandb["class_path"]]
+    spec = write_spec(tmp_path / "spec.yaml", steps=[{"name": "a", "set": {"trainer.logger": {**wandb, "init_args": 3}}}])
+    assert f"{spec}: step 'a': Parser key \"trainer.logger\"" in user_error([str(spec), "--dry-run"])
 
 
 @pytest.mark.parametrize(

@@ -215,11 +215,11 @@ def plan(
     runs: list[PlannedRun] = []
     covered = []
     for i, step in enumerate(spec.steps):
-        overrides = set_args({k: v for k, v in spec.set.items() if k != "trainer.logger"})
+        overrides = set_args(spec.set)  # a `trainer.logger` is parsed (checked), then replaced by the run's loggers
         # Each step's files, then its keys, in chain order: a later step overrides an earlier one.
         for j in spec.chain(i):
             overrides += [arg for config in spec.steps[j].configs for arg in ("-c", config)]
-            overrides += set_args({k: v for k, v in spec.steps[j].set.items() if k != "trainer.logger"})
+            overrides += set_args(spec.steps[j].set)
         overrides += set_args(extra)
         parent = spec.steps[step.reference].name if step.reference is not None else ""
         where = f"{spec.path}: step {step.name!r}"

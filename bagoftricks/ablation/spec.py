@@ -188,6 +188,9 @@ def load_spec(path: str | os.PathLike) -> Spec:
             raise ConfigError(f"{path}: {key} must be true or false, got {raw[key]!r}.")
     if "runs_per_seed" in raw and mode != "factorial":
         raise ConfigError(f"{path}: runs_per_seed applies to mode: factorial only; remove it.")
+    name = raw.get("name") or f"{path.resolve().parent.name}-{path.stem}"
+    if not isinstance(name, str) or Path(name).name != name or name == "..":  # it names the folder runs/<name>
+        raise ConfigError(f"{path}: name {name!r} must be one folder's name as text, such as digits-tricks or '2024' (it names runs/<name> and the W&B group).")
     design = None
     if mode in ("leave-one-out", "factorial"):
         steps, design = _design_rows(path, mode, steps, raw_steps, raw.get("runs_per_seed"))
@@ -197,7 +200,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
         steps = budget_rows(path, steps, raw["budgets"])
     return Spec(
         path=path,
-        name=str(raw.get("name") or f"{path.resolve().parent.name}-{path.stem}"),
+        name=name,
         base=_paths(path, raw["base"], "base"),
         seeds=tuple(seeds),
         mode=mode,
@@ -274,7 +277,8 @@ def _design_rows(path: Path, mode: str, steps: list[Step], raw_steps: list, runs
 
 
 def wandb_init_args(spec: Spec) -> dict[str, Any] | None:
-    """The WandbLogger init_args a base config, step config or ``set`` names (the last one wins), or None."""
+    """The WandbLogger init_args a base config, step config or ``set`` names (the last one wins), or None; a
+    malformed logger is left to the parser, which refuses it."""
     found: dict[str, Any] | None = None
     sources: list[Any] = []
     for config in (*spec.base, *(c for step in spec.steps for c in step.configs)):
@@ -283,7 +287,7 @@ def wandb_init_args(spec: Spec) -> dict[str, Any] | None:
     sources += [values.get("trainer.logger") for values in (spec.set, *(step.set for step in spec.steps))]
     for source in sources:
         for entry in source if isinstance(source, list) else [source]:
-            name = entry.get("class_path", "") if isinstance(entry, dict) else str(entry or "")
-            if name.split(".")[-1] == "WandbLogger":
-                found = dict(entry.get("init_args") or {}) if isinstance(entry, dict) else {}
+            entry = entry if isinstance(entry, dict) else {"class_path": entry}
+            if str(entry.get("class_path")).split(".")[-1] == "WandbLogger":
+                found = entry["init_args"] if isinstance(entry.get("init_args"), dict) else {}
     return found
