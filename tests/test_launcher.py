@@ -82,6 +82,18 @@ def test_submitted_script_and_the_command_that_reports(tmp_path, fake_slurm, mon
     assert (out / "plan.json").is_file() and not list(out.glob("*/seed*/result.json"))
 
 
+def test_a_refused_submission_is_one_sentence(tmp_path, fake_slurm, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("FAKE_SLURM_REFUSE", "Invalid partition name specified")
+    spec = write_spec(tmp_path / "spec.yaml", seeds=[0])
+    with pytest.raises(UserError) as info:
+        ablate_main([str(spec), "--out", str(tmp_path / "out"), "--launcher", "slurm", "--slurm.partition", "gpu-typo"])
+    assert str(info.value) == (
+        "sbatch refused the job array (sbatch: error: Invalid partition name specified); fix the --slurm.* option it "
+        "names and repeat the command."
+    )
+
+
 @pytest.mark.slow
 def test_a_failed_task_is_one_sentence_naming_its_log(tmp_path, fake_slurm):
     """--wait: a task that fails (here a value only the run's own parse sees) stops the report in one sentence; one

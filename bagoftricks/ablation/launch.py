@@ -165,7 +165,14 @@ def submit(store: Store, todo: list[PlannedRun], options: dict[str, Any], wait: 
     if not todo:
         console.print("Every planned run is finished: nothing to submit.")
         return True
-    jobs = executor(store, options).map_array(TrainTask(str(store.out)), todo)
+    made = executor(store, options)  # first: it names the extra to install if submitit is missing
+    from submitit.core.utils import FailedJobError
+
+    try:
+        jobs = made.map_array(TrainTask(str(store.out)), todo)
+    except FailedJobError as err:  # sbatch's refusal: a partition, a limit, a value
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "no reason given"
+        raise UserError(f"sbatch refused the job array ({reason}); fix the --slurm.* option it names and repeat the command.") from None
     array = jobs[0].job_id.split("_")[0]
     console.print(f"Submitted job array {array}: {len(todo)} run(s), one per task; logs in {store.slurm}/.")
     if not wait:
