@@ -129,7 +129,7 @@ def test_factorial_report_from_written_results(tmp_path):
     (tmp_path / "design.json").write_text("{}")  # an older version's file: named, with the way out
     with pytest.raises(DataError, match="design.json is an older version's design file; repeat the `bagoftricks ablate`"):
         write_report(tmp_path)
-    (tmp_path / "plan.json").write_text(json.dumps({"design": {"factors": ["ls", "mixup"], "runs_per_seed": 4}}))
+    (tmp_path / "plan.json").write_text(json.dumps({"runs": [], "design": {"factors": ["ls", "mixup"], "runs_per_seed": 4}}))
     write_report(tmp_path)
     text = (tmp_path / "results.md").read_text()
     assert "### Factorial effects (2^2 full factorial; 4 runs per seed, 2 complete seed(s))" in text

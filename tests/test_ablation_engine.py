@@ -92,8 +92,8 @@ def test_plan_json_holds_the_plan_and_only_1_1_trains_once(tmp_path, monkeypatch
     flags = ["--out", str(tmp_path / "out"), "--jobs", "1", "--set", "data.batch_size=8"]
     ablate_main([str(spec), *flags, "--only", "1,1", "--no-report"])
     assert calls == [1]
-    saved = Store(tmp_path / "out").read_plan()
-    assert saved == plan(load_spec(spec), out=tmp_path / "out", extra={"data.batch_size": 8})
+    saved, design = Store(tmp_path / "out").read_plan()
+    assert saved == plan(load_spec(spec), out=tmp_path / "out", extra={"data.batch_size": 8}) and design is None
     assert [r.seed for r in saved] == [0, 1, 0, 1] and saved[3].overrides[-4:-2] == ("--model.label_smoothing", "0.1")
     config = json.loads((tmp_path / "out" / "plan.json").read_text())["runs"][3]["config"]  # as `fit` parses it
     assert config["seed_everything"] == 1 and config["data"]["init_args"]["batch_size"] == 8

@@ -166,6 +166,20 @@ def test_malformed_yaml_spec_names_file_and_line(tmp_path, text, line):
     assert f"{tmp_path / 'spec.yaml'}, line {line} is not valid YAML" in message
 
 
+@pytest.mark.parametrize("text", ["{broken", "[1]", '{"runs": [], "design": 5}', '{"runs": [], "design": {"factors": ["a"], "runs_per_seed": 3}}'])
+def test_a_damaged_plan_json_is_named_and_planned_again_once_deleted(tmp_path, text):
+    spec = write_spec(tmp_path / "spec.yaml", seeds=[0])
+    out = tmp_path / "out"
+    fake_result(out, 0, "baseline", 0, 50.0)
+    (out / "plan.json").write_text(text)
+    argv = [str(spec), "--out", str(out), "--report"]
+    assert user_error(argv).startswith(f"{out / 'plan.json'} cannot be read (")
+    assert user_error(argv).endswith("delete it and repeat the command to plan again.")
+    (out / "plan.json").unlink()
+    ablate_main(argv)
+    assert "| 0 | baseline | 1 | 50.00 |" in (out / "results.md").read_text()
+
+
 # ----------------------------------------------------------------------------- the output folder and the disk
 
 

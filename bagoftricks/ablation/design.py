@@ -125,11 +125,10 @@ def effects(plan: Design, responses: dict[int, list[float]]) -> list[Effect]:
     return [replace(row, p_holm=p) for row, p in zip(rows, holm([row.p for row in rows]))]
 
 
-def effects_section(record: dict, records: list) -> str:
+def effects_section(plan: Design, records: list) -> str:
     """The markdown section of results.md with the main effects and two-way interactions of a factorial ablation
-    (``record``: plan.json's factors and runs per seed; step i is row i), from the runs' records (diverged runs left
-    out: a seed missing a row is not a complete replicate)."""
-    plan = design(record["factors"], record["runs_per_seed"])
+    (step i is row i of ``plan``), from the runs' records (diverged runs left out: a seed missing a row is not a
+    complete replicate)."""
     k, runs = len(plan.factors), len(plan.matrix)
     by_seed: dict[int, dict[int, float]] = {}
     for run in records:

@@ -109,14 +109,14 @@ def ddp_rank_run() -> bool:
         return False
     out, _, index = os.environ[RUN_ENV].rpartition(":")
     store = Store(out)
-    execute(store.read_plan()[int(index)], store)
+    execute(store.read_plan()[0][int(index)], store)
     return True
 
 
 def worker(out: str, only: str) -> None:
     """``bagoftricks ablate --worker OUT 3,7``: train those runs of ``OUT/plan.json``."""
     store = Store(out)
-    runs = store.read_plan()
+    runs, _ = store.read_plan()
     with store.disk_errors():
         train_runs([runs[int(i)] for i in only.split(",")], store, len(runs), Console())
 

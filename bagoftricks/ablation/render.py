@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 from rich.table import Table
 
-from bagoftricks.ablation.design import effects_section
+from bagoftricks.ablation.design import Design, effects_section
 from bagoftricks.ablation.record import RunRecord, by_step, read_metrics
 from bagoftricks.ablation.spec import read_yaml
 from bagoftricks.ablation.stats import Paired, StepSummary, bootstrap_difference, interval_text, mcnemar, paired, per_class_delta, summarize
@@ -79,7 +79,7 @@ def print_table(summaries: list[StepSummary], title: str | None = None, console:
     console.print(table)
 
 
-def more_sections(out_dir: Path, records: list, summaries: list[StepSummary], design: dict | None = None) -> str:
+def more_sections(out_dir: Path, records: list, summaries: list[StepSummary], design: Design | None = None) -> str:
     """The sections of results.md after the per-step table."""
     text = ""
     if diverged := [f"- {r.step}, seed {r.seed}: {r.note or 'diverged'} ({r.run_dir})" for r in records if r.diverged]:

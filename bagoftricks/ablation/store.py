@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from bagoftricks.ablation.design import Design, design
 from bagoftricks.ablation.plan import PlannedRun
 from bagoftricks.ablation.record import RunRecord
 from bagoftricks.ablation.spec import Spec, step_folder
@@ -112,19 +113,22 @@ class Store:
             data["design"] = {"factors": list(spec.design.factors), "runs_per_seed": len(spec.design.matrix)}  # row i: step i
         atomic_write(self.plan_json, json.dumps(data, indent=1) + "\n")
 
-    def read_plan(self) -> list[PlannedRun]:
+    def read_plan(self) -> tuple[list[PlannedRun], Design | None]:
+        """The planned runs of ``plan.json`` and its factorial design (None in other modes); a damaged file is named."""
         try:
-            return [PlannedRun.from_json(run) for run in json.loads(self.plan_json.read_text())["runs"]]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{self.plan_json} cannot be read ({err}); repeat the `bagoftricks ablate` command to plan again.") from None
+            data = json.loads(self.plan_json.read_text())
+            runs = [PlannedRun.from_json(run) for run in data["runs"]]
+            return runs, design(data["design"]["factors"], data["design"]["runs_per_seed"]) if data.get("design") else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise UserError(f"{self.plan_json} cannot be read ({err!r}); delete it and repeat the command to plan again.") from None
 
-    def design(self) -> dict | None:
+    def design(self) -> Design | None:
         """The factorial design of ``plan.json``, or None."""
         if (old := self.out / "design.json").is_file() and not self.plan_json.is_file():
             raise DataError(
                 f"{old} is an older version's design file; repeat the `bagoftricks ablate` command to plan again."
             )
-        return json.loads(self.plan_json.read_text()).get("design") if self.plan_json.is_file() else None
+        return self.read_plan()[1] if self.plan_json.is_file() else None
 
     def record(self, run: PlannedRun) -> RunRecord | None:
         """The record of ``run`` if it is finished (read, so a damaged one is named here, not skipped or retrained)."""
