@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from rich.console import Console
 from test_ablation import TINY_SET, TINY_STEPS, write_spec
@@ -178,6 +179,27 @@ def test_a_damaged_plan_json_is_named_and_planned_again_once_deleted(tmp_path, t
     (out / "plan.json").unlink()
     ablate_main(argv)
     assert "| 0 | baseline | 1 | 50.00 |" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("predictions.pt", b"cut short", "is not a run's predictions (cut short or edited); delete it"),
+        ("predictions.pt", {"val": 5}, "is not a run's predictions (cut short or edited); delete it"),
+        ("metrics.csv", b"step,train/lr\n0,abc\n", "is not the CSVLogger's numbers (could not convert string to float: 'abc')"),
+    ],
+    ids=["predictions-bytes", "predictions-edited", "metrics-text"],
+)
+def test_a_damaged_run_file_is_named_by_the_report(tmp_path, name, content, words):
+    spec = write_spec(tmp_path / "spec.yaml", seeds=[0])
+    out = tmp_path / "out"
+    fake_result(out, 0, "baseline", 0, 50.0)
+    path = out / "00-baseline" / "seed0" / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    assert user_error([str(spec), "--out", str(out), "--report"]).startswith(f"{path} {words}")
 
 
 # ----------------------------------------------------------------------------- the output folder and the disk

@@ -130,7 +130,10 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     tables = []
     for part in parts:
         with open(part, newline="") as f:
-            tables.append([{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)])
+            try:
+                tables.append([{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)])
+            except (ValueError, TypeError, csv.Error) as err:
+                raise DataError(f"{part} is not the CSVLogger's numbers ({err}); delete the run's folder and repeat the command to train it again.") from None
     rows: list[dict[str, float]] = []
     for i, table in enumerate(tables):
         later = [r["step"] for t in tables[i + 1 :] for r in t if "train/loss" in r]

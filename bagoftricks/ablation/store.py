@@ -10,6 +10,7 @@ import fcntl
 import io
 import json
 import os
+import pickle
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -60,6 +61,18 @@ def _flock(path: Path, shared: bool = False) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_predictions(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A run's ``predictions.pt`` as {split: (top-1 class, label) per image}; a damaged or edited file is named."""
+    try:
+        data = torch.load(path, weights_only=True)
+        splits = {split: (data[split]["topk"][:, 0], data[split]["labels"]) for split in data}
+        if "val" in splits and all(top1.shape == labels.shape for top1, labels in splits.values()):
+            return splits
+    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, IndexError, AttributeError):
+        pass
+    raise DataError(f"{path} is not a run's predictions (cut short or edited); delete it and the image-by-image section leaves that run out.")
 
 
 class Store:
@@ -160,19 +173,16 @@ class Store:
 
     def correct(self, records: list[RunRecord]) -> tuple[str, dict[str, dict[int, torch.Tensor]], torch.Tensor] | None:
         """The split used, each step's per-seed top-1 correctness (bool [N]) and the labels; None without predictions."""
-        loaded = {}
-        for record in records:
-            path = self.out / record.run_dir / "predictions.pt"
-            if path.is_file():
-                loaded[(record.step, record.seed)] = torch.load(path, weights_only=True)
+        paths = {(r.step, r.seed): self.out / r.run_dir / "predictions.pt" for r in records}
+        loaded = {key: _read_predictions(path) for key, path in paths.items() if path.is_file()}
         if not loaded:
             return None
         split = "test" if all("test" in p for p in loaded.values()) else "val"
-        labels = next(iter(loaded.values()))[split]["labels"]
+        labels = next(iter(loaded.values()))[split][1]
         correct: dict[str, dict[int, torch.Tensor]] = {}
         for (step, seed), p in loaded.items():
-            if torch.equal(p[split]["labels"], labels):  # runs over another split size cannot be paired image by image
-                correct.setdefault(step, {})[seed] = p[split]["topk"][:, 0] == labels
+            if torch.equal(p[split][1], labels):  # runs over another split size cannot be paired image by image
+                correct.setdefault(step, {})[seed] = p[split][0] == labels
         return split, correct, labels
 
     def export_csv(self, records: list[RunRecord]) -> None:
