@@ -57,27 +57,22 @@ class PredictionRecorder(Callback):
         self.labels.append(batch[1].to("cpu", torch.int16))
 
 
-def predict_split(trainer: L.Trainer, model: L.LightningModule, loader) -> dict[str, torch.Tensor]:
-    """``{"topk": int16 [N, k], "labels": int16 [N]}`` of the final weights on one loader, in its (fixed) order."""
-    recorder = PredictionRecorder()
-    trainer.callbacks.append(recorder)
-    try:
-        trainer.predict(model, dataloaders=loader, return_predictions=False)
-    finally:
-        trainer.callbacks.remove(recorder)
-    return {"topk": torch.cat(recorder.topk), "labels": torch.cat(recorder.labels)}
-
-
 def predict(trainer: L.Trainer, model: L.LightningModule, datamodule, with_test: bool) -> dict[str, dict[str, torch.Tensor]]:
-    """A run's val (and test) predictions with its final weights (``predictions.pt``); under DDP, called on rank 0
-    alone, a one-device trainer predicts every image."""
+    """``predictions.pt``: per split (val, and test), ``{"topk": int16 [N, k], "labels": int16 [N]}`` of the final
+    weights, in the loader's fixed order; under DDP, called on rank 0 alone, a one-device trainer predicts every image."""
     if trainer.world_size > 1:
         root = trainer.strategy.root_device
         trainer = L.Trainer(accelerator=root.type, devices=[root.index] if root.type == "cuda" else 1, logger=False,
                             enable_progress_bar=False, enable_model_summary=False, precision=trainer.precision)  # fmt: skip
-    predictions = {"val": predict_split(trainer, model, datamodule.val_dataloader())}
-    if with_test:
-        predictions["test"] = predict_split(trainer, model, datamodule.test_dataloader())
+    predictions = {}
+    for split in ("val", "test") if with_test else ("val",):
+        recorder = PredictionRecorder()
+        trainer.callbacks.append(recorder)
+        try:
+            trainer.predict(model, dataloaders=getattr(datamodule, f"{split}_dataloader")(), return_predictions=False)
+        finally:
+            trainer.callbacks.remove(recorder)
+        predictions[split] = {"topk": torch.cat(recorder.topk), "labels": torch.cat(recorder.labels)}
     return predictions
 
 

@@ -19,7 +19,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bagoftricks.ablation.execute import RUN_ENV, execute, quiet_lightning
 from bagoftricks.ablation.plan import PlannedRun
-from bagoftricks.ablation.record import RunRecord
 from bagoftricks.ablation.spec import Spec
 from bagoftricks.ablation.store import Store
 from bagoftricks.errors import UserError
@@ -48,14 +47,16 @@ def threads_per_run(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def train_one(run: PlannedRun, store: Store) -> RunRecord | str:
-    """Train ``run`` under its lock; why not, when another process is training it or has finished it."""
+def train_one(run: PlannedRun, store: Store) -> str:
+    """Train ``run`` under its lock; one line on how it ended, or why it was skipped."""
     with store.run_lock(run) as held:
         if not held:
-            return "being trained by another process"
+            return "being trained by another process, skipped"
         if store.record(run) is not None:
-            return "finished meanwhile"
-        return execute(run, store)
+            return "finished meanwhile, skipped"
+        record = execute(run, store)
+    top1 = f"diverged ({record.note})" if record.diverged else "n/a" if record.val_top1 is None else f"{record.val_top1:.2f}%"
+    return f"val top-1 {top1}  ({record.wall_time_s:.0f} s{', resumed' if record.resumed_from else ''})"
 
 
 def train_runs(runs: list[PlannedRun], store: Store, total: int, console: Console) -> None:
@@ -66,13 +67,7 @@ def train_runs(runs: list[PlannedRun], store: Store, total: int, console: Consol
         for run in runs:
             label = f"run {run.index + 1}/{total}  {run.step}  seed {run.seed}"
             progress.update(task, description=label)
-            record = train_one(run, store)
-            if isinstance(record, str):
-                progress.console.print(f"{label}: {record}, skipped")
-            else:
-                top1 = f"diverged ({record.note})" if record.diverged else "n/a" if record.val_top1 is None else f"{record.val_top1:.2f}%"
-                resumed = ", resumed" if record.resumed_from else ""
-                progress.console.print(f"{label}: val top-1 {top1}  ({record.wall_time_s:.0f} s{resumed})")
+            progress.console.print(f"{label}: {train_one(run, store)}")
             progress.advance(task)
 
 
@@ -131,8 +126,7 @@ class TrainTask:
         if threads := os.environ.get("SLURM_CPUS_PER_TASK"):
             torch.set_num_threads(int(threads))  # the task's cores, as --jobs gives each worker its share
         with quiet_lightning():
-            record = train_one(run, Store(self.out))
-        return f"{run.run_dir}: " + (f"{record}, skipped" if isinstance(record, str) else f"{record.status}, val top-1 {record.val_top1}")
+            return f"{run.run_dir}: {train_one(run, Store(self.out))}"
 
     def checkpoint(self, run: PlannedRun):  # preempted or out of time: the same call again, resumed
         import submitit
