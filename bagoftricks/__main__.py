@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
         if args[:1] == ["ablate"]:
             ablate_main(args[1:])
         else:
-            cli_main(args)
+            cli_main(argv)  # None: LightningCLI reads sys.argv itself (given both, it warns that they differ)
     except UserError as err:
         if os.environ.get("BAGOFTRICKS_TRACEBACK"):
             raise

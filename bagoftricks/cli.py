@@ -229,6 +229,13 @@ def check_image_sizes(model: Any, datamodule: Any) -> None:
 class BagOfTricksCLI(LightningCLI):
     """LightningCLI with the LR schedule, progressive resizing and checkpointing always present under their own groups."""
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # An abbreviated key is refused, not expanded (`--model.lr` is no `--model.lr_scaling`; jsonargparse 5's
+        # default), and a refused value ends in jsonargparse's error and the --help tip without 100 lines of usage.
+        parser = super().init_parser(allow_abbrev=False, **kwargs)
+        parser.print_usage = lambda file=None: None
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(LRSchedule, "schedule")
         parser.add_lightning_class_args(ProgressiveResizing, "progressive")

@@ -23,6 +23,14 @@ def test_help_lists_subcommands(capsys):
         assert subcommand in out
 
 
+def test_the_console_script_reads_sys_argv_without_warning(monkeypatch, capsys, recwarn):
+    monkeypatch.setattr(sys, "argv", ["bagoftricks", "fit", "-c", str(DIGITS_BASE), "--print_config"])
+    with pytest.raises(SystemExit):
+        main()
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["backbone"]
+    assert not [w for w in recwarn if "LightningCLI's args parameter" in str(w.message)]
+
+
 def test_print_config_has_schedule_and_links(capsys):
     with pytest.raises(SystemExit):
         cli_main(["fit", "-c", str(DIGITS_BASE), "--model.label_smoothing", "0.1", "--print_config"])

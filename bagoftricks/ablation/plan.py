@@ -93,7 +93,6 @@ def fit_parser():
     except _ParserBuilt as built:
         (parser,) = built.args
     parser.exit_on_error = False
-    parser.allow_abbrev = False  # `trainer.max_epoch` is a typo here, not `trainer.max_epochs` (jsonargparse 5's default)
     return parser
 
 
