@@ -120,6 +120,13 @@ def test_bad_step_key_is_found_before_any_run(tmp_path, monkeypatch, steps, extr
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("key", ["seed_everything", "ckpt_path", "trainer.default_root_dir", "checkpoint.dirpath"])
+def test_set_of_a_key_the_ablation_chooses_per_run_is_refused(tmp_path, key):
+    spec = write_spec(tmp_path / "spec.yaml")
+    message = user_error([str(spec), "--dry-run", "--set", f"{key}=5"])
+    assert message == f"--set {key} is chosen per run by the ablation (seeds by --seeds, folders by --out); remove it."
+
+
 def test_warmup_covering_all_epochs_warns_naming_the_step(tmp_path):
     steps = [{"name": "baseline"}, {"name": "+warmup", "set": {"schedule.warmup_epochs": 1}}]
     spec = write_spec(tmp_path / "spec.yaml", steps=steps)
