@@ -23,6 +23,7 @@ def test_help_lists_subcommands(capsys):
         assert subcommand in out
 
 
+@pytest.mark.filterwarnings("always")  # not the suite's filter, which ignores this warning for the tests' own cli_main(args)
 def test_the_console_script_reads_sys_argv_without_warning(monkeypatch, capsys, recwarn):
     monkeypatch.setattr(sys, "argv", ["bagoftricks", "fit", "-c", str(DIGITS_BASE), "--print_config"])
     with pytest.raises(SystemExit):
