@@ -124,7 +124,7 @@ def test_bad_step_key_is_found_before_any_run(tmp_path, monkeypatch, steps, extr
 def test_set_of_a_key_the_ablation_chooses_per_run_is_refused(tmp_path, key):
     spec = write_spec(tmp_path / "spec.yaml")
     message = user_error([str(spec), "--dry-run", "--set", f"{key}=5"])
-    assert message == f"--set {key} is chosen per run by the ablation (seeds by --seeds, folders by --out); remove it."
+    assert message == f"--set names {key}, which the ablation chooses per run (seeds by --seeds, folders by --out); remove it."
 
 
 def test_warmup_covering_all_epochs_warns_naming_the_step(tmp_path):

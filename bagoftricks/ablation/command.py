@@ -15,7 +15,7 @@ from bagoftricks.ablation.execute import default_wandb_offline
 from bagoftricks.ablation.launch import SLURM_OPTIONS, ddp_rank_run, default_jobs, run_jobs, submit, train_runs, worker
 from bagoftricks.ablation.plan import PlannedRun, plan
 from bagoftricks.ablation.render import log_summary, print_table, write_report
-from bagoftricks.ablation.spec import RUNNER_KEYS, Spec, check_seeds, load_spec, one_line
+from bagoftricks.ablation.spec import Spec, check_seeds, check_set, load_spec, one_line
 from bagoftricks.ablation.store import Store, atomic_write
 from bagoftricks.cli import check_aliases
 from bagoftricks.errors import ConfigError, UserError
@@ -87,8 +87,7 @@ def ablate(
         raise UserError("--only '' names no run (an unset array variable?); give run indices such as 0,3 or leave it out for every run.")
     if seeds is not None:
         check_seeds(seeds, "--seeds")
-    if runner := [key for key in overrides or {} if key in RUNNER_KEYS]:
-        raise ConfigError(f"--set {runner[0]} is chosen per run by the ablation (seeds by --seeds, folders by --out); remove it.")
+    check_set(overrides, "--set")
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} must be at least 1.")

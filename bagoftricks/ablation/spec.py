@@ -105,18 +105,17 @@ def _paths(spec_path: Path, value: Any, what: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def _set(spec_path: Path, value: Any, where: str) -> dict[str, Any]:
+def check_set(value: Any, where: str) -> dict[str, Any]:
+    """A spec's ``set`` (or ``--set``'s keys and values), each mistake one sentence starting with ``where``."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{spec_path}: {where} `set` must be a mapping of CLI keys to values, such as {{trainer.max_epochs: 10}}.")
+        raise ConfigError(f"{where} must be a mapping of CLI keys to values, such as {{trainer.max_epochs: 10}}.")
     for key in value:
         if not isinstance(key, str) or key.startswith("-") or not key:
-            raise ConfigError(
-                f"{spec_path}: {where} `set` key {key!r} must be a dotted CLI key without dashes, such as model.label_smoothing."
-            )
+            raise ConfigError(f"{where} key {key!r} must be a dotted CLI key without dashes, such as model.label_smoothing.")
         if key in RUNNER_KEYS:
-            raise ConfigError(f"{spec_path}: {where} `set` names {key}, which the ablation chooses per run; remove it.")
+            raise ConfigError(f"{where} names {key}, which the ablation chooses per run (seeds by --seeds, folders by --out); remove it.")
     return dict(value)
 
 
@@ -181,7 +180,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
         else:
             parent = i - 1 if mode == "cumulative" else 0
         configs = _paths(path, raw_step["config"], f"step {name!r} config") if "config" in raw_step else ()
-        steps.append(Step(name, _set(path, raw_step.get("set"), f"step {name!r}"), configs, parent, reference=parent))
+        steps.append(Step(name, check_set(raw_step.get("set"), f"{path}: step {name!r} `set`"), configs, parent, reference=parent))
         index_of[name] = i
     for key in ("test", "keep_checkpoints"):
         if not isinstance(raw.get(key, True), bool):
@@ -204,7 +203,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
         base=_paths(path, raw["base"], "base"),
         seeds=tuple(seeds),
         mode=mode,
-        set=_set(path, raw.get("set"), "the top-level"),
+        set=check_set(raw.get("set"), f"{path}: the top-level `set`"),
         steps=tuple(steps),
         test=raw.get("test", True),
         keep_checkpoints=raw.get("keep_checkpoints", True),
