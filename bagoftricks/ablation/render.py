@@ -19,7 +19,7 @@ from rich.table import Table
 from bagoftricks.ablation.design import Design, effects_section
 from bagoftricks.ablation.record import RunRecord, by_step, read_metrics
 from bagoftricks.ablation.spec import read_yaml
-from bagoftricks.ablation.stats import Paired, StepSummary, bootstrap_difference, interval_text, mcnemar, paired, per_class_delta, summarize
+from bagoftricks.ablation.stats import Paired, StepSummary, bootstrap_difference, interval_text, mcnemar, mean_of, paired, per_class_delta, summarize
 from bagoftricks.ablation.store import Store, atomic_write
 
 FOOTER = (
@@ -114,8 +114,7 @@ def readouts_section(records: list) -> str:
             raw = "test_top1" if key.startswith("test") else "val_top1"
             both = [r for r in group if getattr(r, key) is not None and getattr(r, raw) is not None]
             gain = paired({r.seed: getattr(r, key) for r in both}, {r.seed: getattr(r, raw) for r in both})
-            mean = sum(getattr(r, key) for r in both) / len(both) if both else math.nan
-            cells += [_num(mean), _delta_cell(gain)]
+            cells += [_num(mean_of(both, key)), _delta_cell(gain)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     note = ("Readout − raw: the EMA's (or flip-averaged) top-1 minus the raw top-1 of the same run, mean over seeds with "
             "its 95% paired-t interval (`~`: includes 0; no Holm adjustment here). Neither readout changes training.")

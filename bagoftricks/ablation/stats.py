@@ -134,7 +134,8 @@ class StepSummary:
     diverged: list[int] = field(default_factory=list)  # seeds whose runs diverged: kept out of every number
 
 
-def _mean(records: list, key: str) -> float:
+def mean_of(records: list, key: str) -> float:
+    """The mean of a record field over the records that have it; NaN when none does."""
     values = [getattr(r, key) for r in records if getattr(r, key) is not None]
     return statistics.fmean(values) if values else math.nan
 
@@ -154,8 +155,8 @@ def summarize(records: list) -> list[StepSummary]:
         top1, kept = list(by_seed[name].values()), usable[name]
         summaries.append(StepSummary(group[0].step_index, name, len(top1), top1, *mean_ci(top1),
                                      delta(name, group[0].parent), delta(name, base),
-                                     _mean(kept, "val_top5"), _mean(kept, "test_top1"), _mean(kept, "time_per_epoch_s"),
-                                     _mean(group, "params"), _mean(group, "macs"), [r.seed for r in group if r.diverged]))  # fmt: skip
+                                     mean_of(kept, "val_top5"), mean_of(kept, "test_top1"), mean_of(kept, "time_per_epoch_s"),
+                                     mean_of(group, "params"), mean_of(group, "macs"), [r.seed for r in group if r.diverged]))  # fmt: skip
     # Holm's adjustment across the table's distinct comparisons (Δ prev and Δ base are one when the parent is the base).
     tests = {(s.name, d.reference): d for s in summaries for d in (s.delta_prev, s.delta_base) if d is not None}
     adjusted = dict(zip(tests, holm([d.p for d in tests.values()])))
