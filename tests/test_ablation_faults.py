@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 from test_ablation import TINY_SET, TINY_STEPS, write_spec
 
-from bagoftricks.ablation import ablate, ablate_main, load_spec, plan
+from bagoftricks.ablation import ablate, ablate_main, load_spec, plan, write_report
 from bagoftricks.ablation import launch
 from bagoftricks.ablation.store import atomic_write
 from bagoftricks.errors import ConfigError, UserError
@@ -207,6 +207,13 @@ def test_a_damaged_run_file_is_named_by_the_report(tmp_path, name, content, word
     else:
         torch.save(content, path)
     assert user_error([str(spec), "--out", str(out), "--report"]).startswith(f"{path} {words}")
+
+
+def test_a_folder_for_a_spec_and_a_report_of_no_runs_are_named(tmp_path):
+    assert user_error([str(tmp_path)]).startswith(f"Ablation spec {tmp_path} is a folder; name its YAML file")
+    with pytest.raises(UserError, match="holds no finished run .*: nothing to report"):
+        write_report(tmp_path)
+    assert not list(tmp_path.iterdir())  # no empty table or figures written
 
 
 # ----------------------------------------------------------------------------- the output folder and the disk

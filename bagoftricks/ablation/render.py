@@ -21,6 +21,7 @@ from bagoftricks.ablation.record import RunRecord, by_step, read_metrics
 from bagoftricks.ablation.spec import read_yaml
 from bagoftricks.ablation.stats import Paired, StepSummary, bootstrap_difference, interval_text, mcnemar, mean_of, paired, per_class_delta, summarize
 from bagoftricks.ablation.store import Store, atomic_write
+from bagoftricks.errors import UserError
 
 FOOTER = (
     "top-1: the last epoch's val/top1 (the best epoch's is biased upwards), mean ± std (ddof=1) over seeds; 95% CI: "
@@ -257,6 +258,8 @@ def write_report(out_dir: str | os.PathLike, title: str | None = None, records: 
     """results.csv, results.md and the PNGs in ``out_dir``, from ``records`` (default: every record there)."""
     store = Store(out_dir)
     records = store.records() if records is None else records
+    if not records:
+        raise UserError(f"{store.out} holds no finished run (no */seed*/result.json): nothing to report.")
     store.export_csv(records)
     summaries = summarize(records)
     text = markdown_table(summaries, title) + more_sections(store.out, records, summaries, store.design())

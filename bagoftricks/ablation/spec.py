@@ -145,7 +145,7 @@ def load_spec(path: str | os.PathLike) -> Spec:
     """Read and validate an ablation spec; every mistake is one sentence naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Ablation spec {path} does not exist.")
+        raise ConfigError(f"Ablation spec {path} {'is a folder' if path.is_dir() else 'does not exist'}; name its YAML file, such as experiments/digits/ablation.yaml.")
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} is not an ablation spec: expected a YAML mapping with base, seeds and steps.")
