@@ -384,7 +384,9 @@ def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type[Ba
     (``cli_class``: a subclass, for the ablation's parse entry)."""
     for path in config_files(sys.argv[1:] if args is None else list(args)):
         if Path(path).is_file():  # a missing one is left to jsonargparse's message
-            read_config_text(path)
+            text = read_config_text(path)
+            if re.search(r"^base:", text, re.M) and re.search(r"^steps:", text, re.M):  # an ablation spec's top-level keys
+                raise ConfigError(f"{path} is an ablation spec, not a config; run it with `bagoftricks ablate {path}`.")
     return cli_class(
         ClassificationModule,
         ImageDataModule,

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from rich.console import Console
+from conftest import DIGITS_BASE
 from test_ablation import TINY_SET, TINY_STEPS, write_spec
 
 from bagoftricks.ablation import ablate, ablate_main, load_spec, plan, write_report
@@ -207,6 +208,11 @@ def test_a_damaged_run_file_is_named_by_the_report(tmp_path, name, content, word
     else:
         torch.save(content, path)
     assert user_error([str(spec), "--out", str(out), "--report"]).startswith(f"{path} {words}")
+
+
+def test_a_fit_config_given_to_ablate_names_the_command_that_runs_it():
+    message = user_error([str(DIGITS_BASE)])
+    assert message == f"{DIGITS_BASE} is a config for `bagoftricks fit -c {DIGITS_BASE}`, not an ablation spec (a spec names it under base:)."
 
 
 def test_a_folder_for_a_spec_and_a_report_of_no_runs_are_named(tmp_path):

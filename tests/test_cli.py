@@ -11,6 +11,7 @@ import yaml
 
 from bagoftricks.__main__ import main
 from bagoftricks.cli import cli_main
+from bagoftricks.errors import ConfigError
 from conftest import DIGITS_BASE, EXPERIMENTS, NARROW, TINY, column, fit, read_metrics
 
 
@@ -30,6 +31,13 @@ def test_the_console_script_reads_sys_argv_without_warning(monkeypatch, capsys, 
         main()
     assert yaml.safe_load(capsys.readouterr().out)["model"]["backbone"]
     assert not [w for w in recwarn if "LightningCLI's args parameter" in str(w.message)]
+
+
+def test_an_ablation_spec_given_to_fit_names_the_command_that_runs_it():
+    spec = EXPERIMENTS / "digits" / "ablation.yaml"
+    with pytest.raises(ConfigError) as info:
+        cli_main(["fit", "-c", str(spec)], run=False)
+    assert str(info.value) == f"{spec} is an ablation spec, not a config; run it with `bagoftricks ablate {spec}`."
 
 
 def test_print_config_has_schedule_and_links(capsys):

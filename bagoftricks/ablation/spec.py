@@ -149,6 +149,8 @@ def load_spec(path: str | os.PathLike) -> Spec:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} is not an ablation spec: expected a YAML mapping with base, seeds and steps.")
+    if "base" not in raw and {"model", "data", "trainer"} & set(raw):
+        raise ConfigError(f"{path} is a config for `bagoftricks fit -c {path}`, not an ablation spec (a spec names it under base:).")
     _unknown(path, raw, SPEC_KEYS, "the spec")
     if "base" not in raw:
         raise ConfigError(f"{path} has no `base:`; name the LightningCLI config(s) every run starts from.")
